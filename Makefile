@@ -1,0 +1,74 @@
+# The churn-risk pipeline. `make train` and `make test` do all the set-up themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+DEMO_DIR ?= data/demo
+DEMO_CUSTOMERS ?= 20000
+DEMO_SEED ?= 42
+STAMP := $(VENV)/.installed
+DEMO_STAMP := $(DEMO_DIR)/.built-$(DEMO_CUSTOMERS)-$(DEMO_SEED)
+
+.PHONY: help setup demo-data train score export kpis report test lint format bench mlflow-ui lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install the pinned project (requirements.lock)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Python 3.11 is required (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3" "setuptools==80.9.0"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo-data: $(DEMO_STAMP) ## Generate the simulated demo log into data/demo (seeded)
+
+$(DEMO_STAMP): $(STAMP) pipeline/demo.py
+	$(BIN)/churn demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+	@rm -f $(DEMO_DIR)/.built-* && touch $(DEMO_STAMP)
+
+train: demo-data ## Set up, build demo data, train, track in MLflow, export the champion to models/
+	$(BIN)/churn train --config $(CONFIG)
+
+score: setup ## Score the whole customer base with the champion
+	$(BIN)/churn score --config $(CONFIG)
+
+export: setup ## At-risk lists per CS owner from the latest scores
+	$(BIN)/churn export --config $(CONFIG)
+
+kpis: setup ## Retention KPIs (CRR, churn rate, NDR, CLV, cohorts)
+	$(BIN)/churn kpis --config $(CONFIG)
+
+report: setup ## Self-contained HTML report of the latest runs
+	$(BIN)/churn report --config $(CONFIG)
+
+test: setup ## Set up, then run the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff format --check pipeline tests
+
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix pipeline tests
+	$(BIN)/ruff format pipeline tests
+
+bench: setup ## Speed and memory figures at 200k customers -> bench/results.json
+	$(BIN)/python -m pipeline.bench --out bench/results.json
+
+mlflow-ui: setup ## MLflow UI on http://127.0.0.1:5000 (local only)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
+
+lock: ## Re-resolve and rewrite requirements.lock (needs network)
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet -e ".[dev]" \
+		&& .lockenv/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock; rm -rf .lockenv
+
+clean: ## Remove the venv, generated data and outputs (keeps mlflow.db and models/)
+	rm -rf $(VENV) data outputs .pytest_cache .ruff_cache

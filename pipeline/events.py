@@ -1,0 +1,489 @@
+"""Load and validate the two inputs: the activity log (``events``) and the ``customers`` table.
+
+The work runs as DuckDB SQL over the files, so validation costs about one scan of the log.
+Every rejected row lands in a rejects table with its source row number and a ``reason``;
+nothing is dropped silently. Valid events stay in the DuckDB table ``events`` with columns
+``customer_id, occurred_at (TIMESTAMP, UTC), event_type, family, feature, amount, severity``
+where ``severity`` is an ordinal 1 low, 2 medium, 3 high, 4 critical.
+
+Time semantics: timestamps are UTC. Naive values (no offset) are read as UTC and counted in the
+report; values with an offset are converted to UTC. In memory they are naive UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from pipeline.config import FAMILIES, EventTypes
+
+log = logging.getLogger(__name__)
+
+EVENT_REQUIRED = ("customer_id", "occurred_at", "event_type")
+EVENT_OPTIONAL = ("feature", "amount", "severity")
+CUSTOMER_REQUIRED = ("customer_id", "signup_at")
+CUSTOMER_OPTIONAL = {
+    "churned_at": "NULL",
+    "plan": "'unknown'",
+    "mrr": "0.0",
+    "owner": "'unassigned'",
+    "segment": "'unknown'",
+}
+SEVERITY_LEVELS = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+class InputError(ValueError):
+    """An input file that cannot be used as it is; the message names file, column and fix."""
+
+
+class RejectsExceeded(InputError):
+    """More rows were rejected than the configured share allows."""
+
+
+@dataclass
+class ValidationReport:
+    """Counts from validating one pair of inputs."""
+
+    events_in: int = 0
+    events_valid: int = 0
+    event_rejects: dict[str, int] = field(default_factory=dict)
+    unknown_event_types: dict[str, int] = field(default_factory=dict)
+    naive_timestamps: int = 0
+    customers_in: int = 0
+    customers_valid: int = 0
+    customer_rejects: dict[str, int] = field(default_factory=dict)
+    customers_without_events: int = 0
+    observed_until: pd.Timestamp | None = None
+    rejects_files: list[str] = field(default_factory=list)
+
+    @property
+    def events_rejected(self) -> int:
+        return sum(self.event_rejects.values())
+
+    @property
+    def customers_rejected(self) -> int:
+        return sum(self.customer_rejects.values())
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["observed_until"] = str(self.observed_until)
+        out["events_rejected"] = self.events_rejected
+        out["customers_rejected"] = self.customers_rejected
+        return out
+
+
+@dataclass
+class ValidatedData:
+    """Valid events (DuckDB table ``events`` in ``con``), valid customers, and the report."""
+
+    con: duckdb.DuckDBPyConnection
+    customers: pd.DataFrame
+    report: ValidationReport
+    event_rejects: pd.DataFrame
+    customer_rejects: pd.DataFrame
+
+    @property
+    def observed_until(self) -> pd.Timestamp:
+        return self.report.observed_until
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with UTC as its time zone."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def _source_sql(con: duckdb.DuckDBPyConnection, source: Path | pd.DataFrame, name: str) -> str:
+    """Register ``source`` and return a FROM-clause expression that reads it with a row number.
+
+    Row numbers are 1-based data rows (header excluded), as a user counts them in a spreadsheet.
+    """
+    if isinstance(source, pd.DataFrame):
+        con.register(f"{name}_frame", source)
+        return f"(SELECT *, row_number() OVER () AS _row FROM {name}_frame)"
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{name} file '{path}' does not exist; check data.{name} in the config")
+    quoted = "'" + str(path).replace("'", "''") + "'"
+    if path.suffix.lower() == ".csv":
+        return (
+            f"(SELECT *, row_number() OVER () AS _row FROM read_csv({quoted}, header = true,"
+            " all_varchar = true))"
+        )
+    return f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row FROM read_parquet({quoted}, file_row_number = true))"  # noqa: E501
+
+
+def _columns(con: duckdb.DuckDBPyConnection, source_sql: str) -> dict[str, str]:
+    rows = con.execute(f"DESCRIBE SELECT * FROM {source_sql}").fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def _require(columns: dict[str, str], required: tuple[str, ...], label: str) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise InputError(
+            f"{label}: missing required column(s) {missing}; found {sorted(columns)}."
+            " Rename your columns to the input contract (README, 'Input contract')."
+        )
+
+
+def _timestamp_sql(column: str, dtype: str, label: str) -> tuple[str, str]:
+    """SQL for (parsed UTC timestamp, is-naive flag) of ``column`` whatever its stored type."""
+    if dtype == "VARCHAR":
+        parsed = f"CAST(try_cast(trim({column}) AS TIMESTAMPTZ) AS TIMESTAMP)"
+        naive = f"NOT regexp_matches(trim({column}), '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$')"
+        return parsed, naive
+    if dtype.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"CAST({column} AS TIMESTAMP)", "false"
+    if dtype.startswith("TIMESTAMP") or dtype == "DATE":
+        return f"CAST({column} AS TIMESTAMP)", "true"
+    raise InputError(
+        f"{label}: column '{column}' has type {dtype}; expected a timestamp or an ISO-8601 string"
+        " such as 2025-03-04T09:12:00Z"
+    )
+
+
+def _literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _family_case(mapping: dict[str, str]) -> str:
+    if not mapping:
+        return "CAST(NULL AS VARCHAR)"
+    whens = " ".join(f"WHEN {_literal(raw)} THEN {_literal(fam)}" for raw, fam in mapping.items())
+    return f"CASE event_type {whens} ELSE NULL END"
+
+
+def _severity_sql(dtype: str | None) -> tuple[str, str]:
+    """SQL for (severity ordinal 1–4 or NULL, raw text) from a numeric or text column."""
+    if dtype is None:
+        return "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR)"
+    text = "NULLIF(lower(trim(CAST(severity AS VARCHAR))), '')"
+    names = " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEVERITY_LEVELS.items())
+    ordinal = (
+        f"CASE {text} {names} ELSE CASE WHEN try_cast({text} AS DOUBLE) IN (1, 2, 3, 4)"
+        f" THEN CAST(try_cast({text} AS DOUBLE) AS INTEGER) END END"
+    )
+    return ordinal, text
+
+
+def validate_customers(
+    con: duckdb.DuckDBPyConnection, source: Path | pd.DataFrame, label: str = "customers"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Valid customers and rejected customer rows (with ``reason``).
+
+    Creates the DuckDB table ``customers`` with the valid rows. Reasons: missing customer_id,
+    duplicate customer_id, missing or unparseable signup_at, unparseable churned_at, churned_at
+    before signup_at, unparseable or negative mrr.
+    """
+    src = _source_sql(con, source, "customers")
+    cols = _columns(con, src)
+    _require(cols, CUSTOMER_REQUIRED, label)
+    signup, _ = _timestamp_sql("signup_at", cols["signup_at"], label)
+    if "churned_at" in cols:
+        churned, _ = _timestamp_sql("churned_at", cols["churned_at"], label)
+        churned_raw = "NULLIF(trim(CAST(churned_at AS VARCHAR)), '')"
+    else:
+        churned, churned_raw = "CAST(NULL AS TIMESTAMP)", "CAST(NULL AS VARCHAR)"
+    opt = {c: (c if c in cols else default) for c, default in CUSTOMER_OPTIONAL.items()}
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE customers_staged AS
+        SELECT _row,
+               NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id,
+               {signup} AS signup_at, NULLIF(trim(CAST(signup_at AS VARCHAR)), '') AS signup_raw,
+               {churned} AS churned_at, {churned_raw} AS churned_raw,
+               coalesce(NULLIF(trim(CAST({opt["plan"]} AS VARCHAR)), ''), 'unknown') AS plan,
+               try_cast({opt["mrr"]} AS DOUBLE) AS mrr,
+               NULLIF(trim(CAST({opt["mrr"]} AS VARCHAR)), '') AS mrr_raw,
+               coalesce(NULLIF(trim(CAST({opt["owner"]} AS VARCHAR)), ''), 'unassigned') AS owner,
+               coalesce(NULLIF(trim(CAST({opt["segment"]} AS VARCHAR)), ''), 'unknown')
+                   AS segment
+        FROM {src}
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE customers_checked AS
+        SELECT *, CASE
+            WHEN customer_id IS NULL THEN 'missing customer_id'
+            WHEN signup_raw IS NULL THEN 'missing signup_at'
+            WHEN signup_at IS NULL THEN 'unparseable signup_at ''' || signup_raw || ''''
+            WHEN churned_raw IS NOT NULL AND churned_at IS NULL
+                THEN 'unparseable churned_at ''' || churned_raw || ''''
+            WHEN churned_at < signup_at THEN 'churned_at before signup_at'
+            WHEN mrr_raw IS NOT NULL AND mrr IS NULL THEN 'unparseable mrr ''' || mrr_raw || ''''
+            WHEN mrr < 0 THEN 'negative mrr'
+            WHEN row_number() OVER (PARTITION BY customer_id ORDER BY _row) > 1
+                THEN 'duplicate customer_id'
+        END AS reason
+        FROM customers_staged
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE customers AS
+        SELECT customer_id, signup_at, churned_at, plan, coalesce(mrr, 0.0) AS mrr, owner, segment
+        FROM customers_checked WHERE reason IS NULL ORDER BY customer_id
+    """)
+    customers = con.execute("SELECT * FROM customers").df()
+    rejects = con.execute(
+        "SELECT _row AS row, reason, customer_id, signup_raw AS signup_at, churned_raw AS"
+        " churned_at, mrr_raw AS mrr FROM customers_checked WHERE reason IS NOT NULL ORDER BY _row"
+    ).df()
+    return customers, rejects
+
+
+def validate_events(
+    con: duckdb.DuckDBPyConnection,
+    source: Path | pd.DataFrame,
+    event_types: EventTypes,
+    not_after: pd.Timestamp | None = None,
+    check_customers: bool = True,
+    label: str = "events",
+) -> tuple[pd.DataFrame, dict[str, int], int]:
+    """Validate the log; create DuckDB table ``events`` with the valid rows.
+
+    Returns (rejected rows with ``row`` and ``reason``, unknown event type counts, number of naive
+    timestamps read as UTC). ``not_after`` (exclusive, naive UTC): later events are rejected as
+    in the future. With ``check_customers`` the table ``customers`` must exist and events of
+    customers not in it are rejected.
+    """
+    src = _source_sql(con, source, "events")
+    cols = _columns(con, src)
+    _require(cols, EVENT_REQUIRED, label)
+    occurred, naive = _timestamp_sql("occurred_at", cols["occurred_at"], label)
+    feature = "NULLIF(trim(CAST(feature AS VARCHAR)), '')" if "feature" in cols else "NULL"
+    if "amount" in cols:
+        amount, amount_raw = (
+            "try_cast(amount AS DOUBLE)",
+            "NULLIF(trim(CAST(amount AS VARCHAR)), '')",
+        )
+    else:
+        amount, amount_raw = "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
+    severity, severity_raw = _severity_sql(cols.get("severity"))
+    family = _family_case(event_types.mapping())
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE events_staged AS
+        SELECT _row,
+               NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id,
+               {occurred} AS occurred_at,
+               NULLIF(trim(CAST(occurred_at AS VARCHAR)), '') AS occurred_raw,
+               coalesce({naive}, false) AS naive,
+               NULLIF(trim(CAST(event_type AS VARCHAR)), '') AS event_type,
+               CAST({feature} AS VARCHAR) AS feature,
+               {amount} AS amount, {amount_raw} AS amount_raw,
+               {severity} AS severity, {severity_raw} AS severity_raw
+        FROM {src}
+    """)
+    future = (
+        f"WHEN e.occurred_at >= TIMESTAMP '{pd.Timestamp(not_after).isoformat()}'"
+        f" THEN 'occurred_at in the future (at or after {pd.Timestamp(not_after).isoformat()})'"
+        if not_after is not None
+        else ""
+    )
+    unknown_customer = (
+        "WHEN c.customer_id IS NULL THEN 'customer_id not in customers table'"
+        if check_customers
+        else ""
+    )
+    join = (
+        "LEFT JOIN (SELECT customer_id FROM customers) c ON e.customer_id = c.customer_id"
+        if check_customers
+        else ""
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE events_checked AS
+        SELECT e.*, {family} AS family, CASE
+            WHEN e.customer_id IS NULL THEN 'missing customer_id'
+            WHEN e.occurred_raw IS NULL THEN 'missing occurred_at'
+            WHEN e.occurred_at IS NULL THEN 'unparseable occurred_at'
+            WHEN e.event_type IS NULL THEN 'missing event_type'
+            {future}
+            WHEN e.amount_raw IS NOT NULL AND e.amount IS NULL THEN 'unparseable amount'
+            WHEN e.amount < 0 THEN 'negative amount'
+            WHEN e.severity_raw IS NOT NULL AND e.severity IS NULL
+                THEN 'unknown severity (use low, medium, high, critical or 1-4)'
+            {unknown_customer}
+        END AS reason
+        FROM events_staged e {join}
+    """)
+    _flag_duplicates(con)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE events AS
+        SELECT customer_id, occurred_at, event_type, family, feature, amount,
+               CAST(severity AS TINYINT) AS severity
+        FROM events_checked WHERE reason IS NULL
+    """)
+    rejects = con.execute("""
+        SELECT _row AS row, reason, customer_id, occurred_raw AS occurred_at, event_type,
+               feature, amount_raw AS amount, severity_raw AS severity
+        FROM events_checked WHERE reason IS NOT NULL ORDER BY _row
+    """).df()
+    unknown = dict(
+        con.execute(
+            "SELECT event_type, count(*) FROM events WHERE family IS NULL GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    n_naive = con.execute(
+        "SELECT count(*) FROM events_checked WHERE naive AND occurred_at IS NOT NULL"
+    ).fetchone()[0]
+    con.execute("DROP TABLE events_staged")
+    return rejects, unknown, int(n_naive)
+
+
+def _flag_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """Mark exact repeats of an earlier valid row as 'duplicate event'.
+
+    A cheap hash count gates the exact (window) pass, which only touches colliding rows.
+    """
+    key = "customer_id, occurred_at, event_type, feature, amount, severity"
+    n_rows, n_distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT hash({key})) FROM events_checked WHERE reason IS NULL"
+    ).fetchone()
+    if n_rows == n_distinct:
+        return
+    con.execute(f"""
+        UPDATE events_checked SET reason = 'duplicate event (same customer, time, type, feature,'
+            || ' amount and severity as an earlier row)'
+        WHERE _row IN (
+            SELECT _row FROM (
+                SELECT _row, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
+                FROM events_checked
+                WHERE reason IS NULL AND hash({key}) IN (
+                    SELECT hash({key}) FROM events_checked WHERE reason IS NULL
+                    GROUP BY 1 HAVING count(*) > 1)
+            ) WHERE copy > 1)
+    """)
+
+
+def _counts(rejects: pd.DataFrame) -> dict[str, int]:
+    if rejects.empty:
+        return {}
+    reasons = rejects["reason"].str.replace(r" '.*'$", "", regex=True)
+    return {str(k): int(v) for k, v in reasons.value_counts().items()}
+
+
+def load_and_validate(
+    events: Path | pd.DataFrame,
+    customers: Path | pd.DataFrame,
+    event_types: EventTypes,
+    max_reject_share: float = 0.01,
+    observed_until: pd.Timestamp | None = None,
+    rejects_dir: Path | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> ValidatedData:
+    """Validate customers then events; write rejects files; fail past ``max_reject_share``.
+
+    ``observed_until`` (exclusive, UTC midnight) bounds the log: later events are rejected as in
+    the future. When None, the wall clock is the bound and ``report.observed_until`` becomes the
+    day after the last valid event.
+    """
+    con = con or connect()
+    not_after = pd.Timestamp(observed_until) if observed_until is not None else _utc_now()
+    customers_df, customer_rejects = validate_customers(con, customers)
+    event_rejects, unknown, n_naive = validate_events(con, events, event_types, not_after)
+    n_valid, last = con.execute("SELECT count(*), max(occurred_at) FROM events").fetchone()
+    without = con.execute(
+        "SELECT count(*) FROM customers c WHERE NOT EXISTS"
+        " (SELECT 1 FROM events e WHERE e.customer_id = c.customer_id)"
+    ).fetchone()[0]
+    if observed_until is None:
+        observed_until = (
+            pd.Timestamp(last).normalize() + pd.Timedelta(days=1) if last is not None else not_after
+        )
+    report = ValidationReport(
+        events_in=int(n_valid + len(event_rejects)),
+        events_valid=int(n_valid),
+        event_rejects=_counts(event_rejects),
+        unknown_event_types={str(k): int(v) for k, v in unknown.items()},
+        naive_timestamps=n_naive,
+        customers_in=int(len(customers_df) + len(customer_rejects)),
+        customers_valid=int(len(customers_df)),
+        customer_rejects=_counts(customer_rejects),
+        customers_without_events=int(without),
+        observed_until=pd.Timestamp(observed_until),
+    )
+    if rejects_dir is not None:
+        report.rejects_files = _write_rejects(rejects_dir, event_rejects, customer_rejects)
+    _log_report(report)
+    _check_share(report, max_reject_share, events, customers)
+    return ValidatedData(con, customers_df, report, event_rejects, customer_rejects)
+
+
+def _utc_now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").tz_localize(None)
+
+
+def _write_rejects(
+    rejects_dir: Path, event_rejects: pd.DataFrame, customer_rejects: pd.DataFrame
+) -> list[str]:
+    from pipeline.io import write_frame
+
+    written = []
+    for name, frame in (("events", event_rejects), ("customers", customer_rejects)):
+        path = Path(rejects_dir) / f"{name}_rejected.csv"
+        if frame.empty:
+            path.unlink(missing_ok=True)
+            continue
+        write_frame(frame, path)
+        written.append(str(path))
+    return written
+
+
+def _log_report(report: ValidationReport) -> None:
+    log.info(
+        "events: %d read, %d valid, %d rejected %s",
+        report.events_in,
+        report.events_valid,
+        report.events_rejected,
+        report.event_rejects or "",
+    )
+    if report.unknown_event_types:
+        log.warning(
+            "event types not in the config's event_types mapping (kept as generic activity): %s",
+            report.unknown_event_types,
+        )
+    if report.naive_timestamps:
+        log.info("%d timestamps had no time zone and were read as UTC", report.naive_timestamps)
+    log.info(
+        "customers: %d read, %d valid, %d rejected %s; %d without any event",
+        report.customers_in,
+        report.customers_valid,
+        report.customers_rejected,
+        report.customer_rejects or "",
+        report.customers_without_events,
+    )
+
+
+def _check_share(
+    report: ValidationReport,
+    max_share: float,
+    events: Path | pd.DataFrame,
+    customers: Path | pd.DataFrame,
+) -> None:
+    for name, n_in, n_bad, reasons, source in (
+        ("events", report.events_in, report.events_rejected, report.event_rejects, events),
+        (
+            "customers",
+            report.customers_in,
+            report.customers_rejected,
+            report.customer_rejects,
+            customers,
+        ),
+    ):
+        if n_in and n_bad / n_in > max_share:
+            where = source if isinstance(source, Path) else f"the {name} input"
+            files = ", ".join(report.rejects_files) or "(rejects not written)"
+            raise RejectsExceeded(
+                f"{where}: {n_bad} of {n_in} {name} rows rejected ({n_bad / n_in:.2%}), above"
+                f" validation.max_reject_share = {max_share:.2%}. Reasons: {reasons}."
+                f" See {files}; fix the input or raise the limit."
+            )
+
+
+def families_present(event_types: EventTypes) -> list[str]:
+    """Families that have at least one raw event type mapped to them."""
+    return [f for f in FAMILIES if getattr(event_types, f)]
