@@ -100,6 +100,9 @@ class LabelConfig(_Section):
     horizon_days: Annotated[int, Field(gt=0, le=730)] = 90
     qualifying_families: list[str] = ["login", "feature_use", "purchase", "payment"]
     """For ``inactivity``: events of these families count as activity."""
+    active_window_days: Annotated[int, Field(gt=0)] = 365
+    """For ``inactivity``: a customer is in the base at as_of when they had a qualifying event
+    in [as_of − active_window_days, as_of); lapsed customers are not scored."""
 
     @field_validator("qualifying_families")
     @classmethod

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from pipeline.config import FAMILIES, EventTypes
+from pipeline.config import FAMILIES, Config, EventTypes
 
 log = logging.getLogger(__name__)
 
@@ -487,3 +487,18 @@ def _check_share(
 def families_present(event_types: EventTypes) -> list[str]:
     """Families that have at least one raw event type mapped to them."""
     return [f for f in FAMILIES if getattr(event_types, f)]
+
+
+def load_inputs(config: Config, con: duckdb.DuckDBPyConnection | None = None) -> ValidatedData:
+    """Read and validate the configured inputs; rejects go to ``<output_dir>/rejects/``."""
+    return load_and_validate(
+        config.data.events,
+        config.data.customers,
+        config.event_types,
+        max_reject_share=config.validation.max_reject_share,
+        observed_until=(
+            pd.Timestamp(config.data.observed_until) if config.data.observed_until else None
+        ),
+        rejects_dir=config.data.output_dir / "rejects",
+        con=con,
+    )

@@ -1,0 +1,180 @@
+"""`churn`: the command line. Thin: read the config once, call the stage, say where results went."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pipeline.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    help="Churn-risk pipeline: activity log → features → calibrated model → tiers → CS lists.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+log = logging.getLogger("pipeline")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="YAML config file (see README, 'Config').")
+]
+DEFAULT_CONFIG = Path("configs/demo.yaml")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Set up logging once for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the pipeline's own input errors into a clear message and exit code 2."""
+    from pipeline.dataset import DatasetError
+    from pipeline.events import InputError
+
+    try:
+        yield
+    except (InputError, DatasetError, ConfigError) as error:
+        _fail(str(error))
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """A spinner while a step runs, then its wall time in the log."""
+    start = time.perf_counter()
+    with console.status(f"[bold]{name}…", spinner="dots"):
+        yield
+    log.info("%s done in %.1f s", name, time.perf_counter() - start)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _dates(values: list[str] | None) -> list[datetime] | None:
+    if not values:
+        return None
+    try:
+        return [datetime.strptime(v, "%Y-%m-%d") for v in values]
+    except ValueError:
+        _fail(f"--as-of {values}: use dates as YYYY-MM-DD")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option(help="Folder to write the demo files to.")] = Path(
+        "data/demo"
+    ),
+    customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed ⇒ same bytes.")] = 42,
+) -> None:
+    """Write a simulated subscription business (events, customers, true hazard) in the input
+    contract."""
+    from pipeline.demo import write_demo_data
+
+    with progress_bar() as bar:
+        task = bar.add_task("simulating customers", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = write_demo_data(out, n_customers=customers, seed=seed, progress=advance)
+    log.info(
+        "demo data: %d customers, %d events, %d churned → %s",
+        summary.n_customers,
+        summary.n_events,
+        summary.n_churned,
+        summary.out_dir,
+    )
+
+
+@app.command()
+def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Validate the configured inputs; write rejects files and print the counts."""
+    from pipeline.events import load_inputs
+
+    cfg = _config(config)
+    with _errors(), step("validating inputs"):
+        data = load_inputs(cfg)
+    console.print_json(data=data.report.as_dict())
+
+
+@app.command()
+def features(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option("--as-of", help="Snapshot date YYYY-MM-DD (UTC); repeat for many."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")] = Path(
+        "outputs/features.parquet"
+    ),
+) -> None:
+    """Point-in-time features for every eligible customer at each --as-of date, in one pass."""
+    from pipeline.features import build_daily_log, build_features
+    from pipeline.io import write_frame
+
+    cfg = _config(config)
+    dates = _dates(as_of)
+    with _errors():
+        with step("validating inputs"):
+            from pipeline.events import load_inputs
+
+            data = load_inputs(cfg)
+        dates = dates or [data.observed_until]
+        with step("building features"):
+            daily = build_daily_log(
+                data.con,
+                data.customers["customer_id"].to_numpy(),
+                cfg.label.qualifying_families,
+                until=max(dates),
+            )
+            frame = build_features(daily, data.customers, dates, cfg.features)
+        write_frame(frame, out)
+    log.info("wrote %d rows × %d features to %s", len(frame), frame.shape[1] - 2, out)
+
+
+def run() -> None:  # pragma: no cover - console entry for debugging
+    sys.exit(app())
