@@ -178,3 +178,30 @@ def features(
 
 def run() -> None:  # pragma: no cover - console entry for debugging
     sys.exit(app())
+
+
+@app.command()
+def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Train, calibrate and evaluate out of time; track in MLflow; gate and export the champion."""
+    from pipeline.events import load_inputs
+    from pipeline.train import run_training
+
+    cfg = _config(config)
+    with _errors():
+        with step("validating inputs"):
+            data = load_inputs(cfg)
+        with progress_bar() as bar:
+            task = bar.add_task("boosting trees", total=cfg.train.n_estimators)
+
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = run_training(cfg, on_iteration=advance, data=data)
+    log.info(
+        "MLflow run %s, model %s v%s (%s); champion bundle in %s; `make mlflow-ui` to browse",
+        result.run_id,
+        cfg.train.model_name,
+        result.version,
+        "champion" if result.promoted else "not promoted",
+        result.bundle_dir,
+    )

@@ -176,9 +176,9 @@ class TierConfig(_Section):
     contact_cost: Annotated[float, Field(ge=0)] = 50.0
     red_value_multiple: Annotated[float, Field(ge=1)] = 3.0
     """expected_value policy: red when expected saving ≥ this multiple of the contact cost."""
-    escalate_complaint_severity: Annotated[int, Field(ge=1, le=4)] | None = 3
-    """A complaint of at least this severity in the last ``escalate_days`` lifts to orange."""
-    escalate_days: Annotated[int, Field(gt=0)] = 30
+    escalate_serious_complaints: bool = True
+    """A serious complaint or ticket (severity ≥ features.serious_severity) in the last 30 days
+    lifts a customer to at least orange."""
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> TierConfig:

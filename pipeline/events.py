@@ -135,19 +135,31 @@ def _require(columns: dict[str, str], required: tuple[str, ...], label: str) -> 
 
 
 def _timestamp_sql(column: str, dtype: str, label: str) -> tuple[str, str]:
-    """SQL for (parsed UTC timestamp, is-naive flag) of ``column`` whatever its stored type."""
+    """SQL for (parsed UTC timestamp, is-naive flag) of ``column`` whatever its stored type.
+
+    Time-zone-aware values go through epoch microseconds: a plain CAST to TIMESTAMP converts
+    through the session time zone row by row and costs several times a scan.
+    """
     if dtype == "VARCHAR":
-        parsed = f"CAST(try_cast(trim({column}) AS TIMESTAMPTZ) AS TIMESTAMP)"
-        naive = f"NOT regexp_matches(trim({column}), '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$')"
+        text = f"NULLIF(trim({column}), '')"
+        parsed = f"make_timestamp(epoch_us(try_cast({text} AS TIMESTAMPTZ)))"
+        naive = f"NOT regexp_matches({text}, '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$')"
         return parsed, naive
     if dtype.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"CAST({column} AS TIMESTAMP)", "false"
+        return f"make_timestamp(epoch_us({column}))", "false"
     if dtype.startswith("TIMESTAMP") or dtype == "DATE":
         return f"CAST({column} AS TIMESTAMP)", "true"
     raise InputError(
         f"{label}: column '{column}' has type {dtype}; expected a timestamp or an ISO-8601 string"
         " such as 2025-03-04T09:12:00Z"
     )
+
+
+def _timestamp_literal(value: pd.Timestamp | None) -> str:
+    """A typed SQL literal for a timestamp we parsed ourselves (never raw user text)."""
+    if value is None:
+        return "CAST(NULL AS TIMESTAMP)"
+    return f"TIMESTAMP '{pd.Timestamp(value).isoformat(sep=' ')}'"
 
 
 def _literal(value: str) -> str:
@@ -243,13 +255,18 @@ def validate_events(
     not_after: pd.Timestamp | None = None,
     check_customers: bool = True,
     label: str = "events",
+    check_duplicates: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, int], int]:
-    """Validate the log; create DuckDB table ``events`` with the valid rows.
+    """Validate the log; define the DuckDB relation ``events`` holding the valid rows.
 
     Returns (rejected rows with ``row`` and ``reason``, unknown event type counts, number of naive
     timestamps read as UTC). ``not_after`` (exclusive, naive UTC): later events are rejected as
     in the future. With ``check_customers`` the table ``customers`` must exist and events of
     customers not in it are rejected.
+
+    Speed: for Parquet and in-memory frames ``events`` is a view, so validation and every later
+    step are scans of the file with the checks pushed into them; nothing of the size of the log
+    is copied. A CSV log is parsed once into a table.
     """
     src = _source_sql(con, source, "events")
     cols = _columns(con, src)
@@ -264,99 +281,114 @@ def validate_events(
     else:
         amount, amount_raw = "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
     severity, severity_raw = _severity_sql(cols.get("severity"))
-    family = _family_case(event_types.mapping())
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE events_staged AS
-        SELECT _row,
-               NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id,
-               {occurred} AS occurred_at,
-               NULLIF(trim(CAST(occurred_at AS VARCHAR)), '') AS occurred_raw,
-               coalesce({naive}, false) AS naive,
-               NULLIF(trim(CAST(event_type AS VARCHAR)), '') AS event_type,
-               CAST({feature} AS VARCHAR) AS feature,
-               {amount} AS amount, {amount_raw} AS amount_raw,
-               {severity} AS severity, {severity_raw} AS severity_raw
-        FROM {src}
-    """)
-    future = (
-        f"WHEN e.occurred_at >= TIMESTAMP '{pd.Timestamp(not_after).isoformat()}'"
-        f" THEN 'occurred_at in the future (at or after {pd.Timestamp(not_after).isoformat()})'"
-        if not_after is not None
-        else ""
+    missing = (
+        "NULLIF(trim(occurred_at), '') IS NULL"
+        if cols["occurred_at"] == "VARCHAR"
+        else "occurred_at IS NULL"
     )
+    mapping = event_types.mapping()
+    con.register(
+        "_family_frame",
+        pd.DataFrame({"event_type": list(mapping), "family": list(mapping.values())}, dtype="str"),
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE _event_families AS SELECT * FROM _family_frame")
+    con.unregister("_family_frame")
+    bound = _timestamp_literal(not_after)
     unknown_customer = (
-        "WHEN c.customer_id IS NULL THEN 'customer_id not in customers table'"
+        "WHEN NOT EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = e.customer_id)"
+        " THEN 'customer_id not in customers table'"
         if check_customers
         else ""
     )
-    join = (
-        "LEFT JOIN (SELECT customer_id FROM customers) c ON e.customer_id = c.customer_id"
-        if check_customers
-        else ""
-    )
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE events_checked AS
-        SELECT e.*, {family} AS family, CASE
+    parsed = f"""
+        SELECT e.*, f.family, CASE
             WHEN e.customer_id IS NULL THEN 'missing customer_id'
-            WHEN e.occurred_raw IS NULL THEN 'missing occurred_at'
+            WHEN e.occurred_missing THEN 'missing occurred_at'
             WHEN e.occurred_at IS NULL THEN 'unparseable occurred_at'
             WHEN e.event_type IS NULL THEN 'missing event_type'
-            {future}
+            WHEN e.occurred_at >= {bound}
+                THEN 'occurred_at in the future (at or after ' || CAST({bound} AS VARCHAR) || ')'
             WHEN e.amount_raw IS NOT NULL AND e.amount IS NULL THEN 'unparseable amount'
             WHEN e.amount < 0 THEN 'negative amount'
             WHEN e.severity_raw IS NOT NULL AND e.severity IS NULL
                 THEN 'unknown severity (use low, medium, high, critical or 1-4)'
             {unknown_customer}
         END AS reason
-        FROM events_staged e {join}
-    """)
-    _flag_duplicates(con)
+        FROM (
+            SELECT _row,
+                   NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id,
+                   {occurred} AS occurred_at,
+                   {missing} AS occurred_missing,
+                   coalesce({naive}, false) AS naive,
+                   NULLIF(trim(CAST(event_type AS VARCHAR)), '') AS event_type,
+                   CAST({feature} AS VARCHAR) AS feature,
+                   {amount} AS amount, {amount_raw} AS amount_raw,
+                   CAST({severity} AS TINYINT) AS severity, {severity_raw} AS severity_raw
+            FROM {src}
+        ) e LEFT JOIN _event_families f USING (event_type)
+    """
+    is_csv = isinstance(source, Path | str) and Path(source).suffix.lower() == ".csv"
+    kind = "TABLE" if is_csv else "VIEW"
+    con.execute("DROP VIEW IF EXISTS events_parsed; DROP TABLE IF EXISTS events_parsed")
+    con.execute(f"CREATE TEMP {kind} events_parsed AS {parsed}")
+    raw_key = ", ".join(c for c in (*EVENT_REQUIRED, *EVENT_OPTIONAL) if c in cols)
+    duplicates = _duplicate_rows(con, src, raw_key) if check_duplicates else 0
+    not_duplicate = "AND _row NOT IN (SELECT _row FROM _duplicate_rows)" if duplicates else ""
+    con.execute("DROP VIEW IF EXISTS events; DROP TABLE IF EXISTS events")
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE events AS
-        SELECT customer_id, occurred_at, event_type, family, feature, amount,
-               CAST(severity AS TINYINT) AS severity
-        FROM events_checked WHERE reason IS NULL
+        CREATE TEMP VIEW events AS
+        SELECT customer_id, occurred_at, event_type, family, feature, amount, severity
+        FROM events_parsed WHERE reason IS NULL {not_duplicate}
     """)
-    rejects = con.execute("""
-        SELECT _row AS row, reason, customer_id, occurred_raw AS occurred_at, event_type,
-               feature, amount_raw AS amount, severity_raw AS severity
-        FROM events_checked WHERE reason IS NOT NULL ORDER BY _row
+    rejects = con.execute(f"""
+        WITH bad AS (
+            SELECT _row, reason FROM events_parsed WHERE reason IS NOT NULL
+            {"UNION ALL SELECT _row, 'duplicate event (same customer, time, type, feature,"
+             " amount and severity as an earlier row)' FROM _duplicate_rows" if duplicates else ""}
+        )
+        SELECT s._row AS row, bad.reason,
+               CAST(s.customer_id AS VARCHAR) AS customer_id,
+               CAST(s.occurred_at AS VARCHAR) AS occurred_at,
+               CAST(s.event_type AS VARCHAR) AS event_type,
+               {"CAST(s.feature AS VARCHAR)" if "feature" in cols else "NULL"} AS feature,
+               {"CAST(s.amount AS VARCHAR)" if "amount" in cols else "NULL"} AS amount,
+               {"CAST(s.severity AS VARCHAR)" if "severity" in cols else "NULL"} AS severity
+        FROM {src} s JOIN bad USING (_row) ORDER BY 1
     """).df()
     unknown = dict(
         con.execute(
             "SELECT event_type, count(*) FROM events WHERE family IS NULL GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall()
     )
-    n_naive = con.execute(
-        "SELECT count(*) FROM events_checked WHERE naive AND occurred_at IS NOT NULL"
-    ).fetchone()[0]
-    con.execute("DROP TABLE events_staged")
+    n_naive = 0
+    if naive != "false":
+        n_naive = con.execute(
+            "SELECT count(*) FROM events_parsed WHERE naive AND occurred_at IS NOT NULL"
+        ).fetchone()[0]
     return rejects, unknown, int(n_naive)
 
 
-def _flag_duplicates(con: duckdb.DuckDBPyConnection) -> None:
-    """Mark exact repeats of an earlier valid row as 'duplicate event'.
+def _duplicate_rows(con: duckdb.DuckDBPyConnection, src: str, raw_key: str) -> int:
+    """Find exact repeats of an earlier valid row; their row numbers go to ``_duplicate_rows``.
 
-    A cheap hash count gates the exact (window) pass, which only touches colliding rows.
+    A hash of the raw columns, grouped, finds the few candidate rows; the exact comparison (on
+    parsed values, among valid rows) runs on those only. Returns the number of duplicates.
     """
     key = "customer_id, occurred_at, event_type, feature, amount, severity"
-    n_rows, n_distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT hash({key})) FROM events_checked WHERE reason IS NULL"
-    ).fetchone()
-    if n_rows == n_distinct:
-        return
     con.execute(f"""
-        UPDATE events_checked SET reason = 'duplicate event (same customer, time, type, feature,'
-            || ' amount and severity as an earlier row)'
-        WHERE _row IN (
-            SELECT _row FROM (
-                SELECT _row, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
-                FROM events_checked
-                WHERE reason IS NULL AND hash({key}) IN (
-                    SELECT hash({key}) FROM events_checked WHERE reason IS NULL
-                    GROUP BY 1 HAVING count(*) > 1)
-            ) WHERE copy > 1)
+        CREATE OR REPLACE TEMP TABLE _duplicate_rows AS
+        WITH repeated AS (
+            SELECT hash({raw_key}) AS h FROM {src} GROUP BY h HAVING count(*) > 1
+        ), candidates AS (
+            SELECT _row FROM {src} WHERE hash({raw_key}) IN (SELECT h FROM repeated)
+        )
+        SELECT _row FROM (
+            SELECT _row, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
+            FROM events_parsed
+            WHERE reason IS NULL AND _row IN (SELECT _row FROM candidates)
+        ) WHERE copy > 1
     """)
+    return int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchone()[0])
 
 
 def _counts(rejects: pd.DataFrame) -> dict[str, int]:

@@ -1,0 +1,524 @@
+"""Speed and memory of the feature stage at scale: ``python -m pipeline.bench --out FILE``.
+
+Generates the demo log once (default 200k customers, reused while its stamp is newer than
+``pipeline/demo.py``), then runs each measurement in a fresh subprocess pinned to ``--cores``
+CPUs, so that wall time and peak RSS (``wait4`` rusage of that child alone) are honest:
+
+- ``scan``: the floor, one DuckDB ``GROUP BY customer_id`` over the Parquet log;
+- ``one_date`` / ``twelve_dates``: ``churn features`` exactly as a user runs it;
+- ``reference_*``: the plain pandas reference (``pipeline.features.reference``);
+- ``phases_*``: the fast path again, timed step by step (each SQL statement of validation, the
+  daily GROUP BY, the grid, each feature family, the Parquet write).
+
+Results go under the top-level key ``features`` of ``--out``; other keys in an existing file are
+kept (other benches add their own sections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.io import write_json
+
+log = logging.getLogger("pipeline.bench")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+OBSERVED_UNTIL = "2026-11-01"
+TWELVE = [d.strftime("%Y-%m-%d") for d in pd.date_range("2025-11-01", periods=12, freq="MS")]
+ONE = TWELVE[-1]
+GOALS = {"one_date_over_scan": 2.0, "twelve_over_one_date": 3.0, "twelve_dates_peak_rss_mb": 2048}
+FLOAT_RTOL = 1e-9
+
+
+@dataclass
+class Measurement:
+    """One fresh subprocess: its wall time, peak RSS and exit status."""
+
+    name: str
+    wall_s: float
+    peak_rss_mb: float
+    rc: int
+    detail: dict[str, Any]
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def ensure_demo(data_dir: Path, n_customers: int, seed: int) -> dict[str, Any]:
+    """Write the demo log into ``data_dir`` unless a fresh stamp says it is already there."""
+    from pipeline import demo
+
+    stamp = data_dir / f".built-{n_customers}-{seed}"
+    if stamp.exists() and stamp.stat().st_mtime >= Path(demo.__file__).stat().st_mtime:
+        log.info("reusing demo data in %s (%s)", data_dir, stamp.name)
+        return {"generated": False, "generate_s": None}
+    start = time.perf_counter()
+    for old in data_dir.glob(".built-*"):
+        old.unlink()
+    demo.write_demo_data(data_dir, n_customers=n_customers, seed=seed)
+    stamp.touch()
+    seconds = time.perf_counter() - start
+    log.info("generated demo data (%d customers) in %.0f s", n_customers, seconds)
+    return {"generated": True, "generate_s": round(seconds, 1)}
+
+
+def write_bench_config(data_dir: Path) -> Path:
+    """A config for the bench data: the demo's event mapping, paths under ``data_dir``."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["data"] = {
+        "events": str(data_dir / "events.parquet"),
+        "customers": str(data_dir / "customers.csv"),
+        "output_dir": str(data_dir / "outputs"),
+        "observed_until": OBSERVED_UNTIL,
+    }
+    path = data_dir / "bench.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def machine(cores: int) -> dict[str, Any]:
+    import duckdb
+
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "cores_used": cores,
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(mem_kb / 2**20, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def n_events(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure(name: str, cmd: list[str], cores: int, scratch: Path) -> Measurement:
+    """Run ``cmd`` in a fresh process on ``cores`` CPUs; wall time and that child's peak RSS."""
+    cpus = sorted(os.sched_getaffinity(0))[:cores]
+    result = scratch / f"{name}.result.json"
+    result.unlink(missing_ok=True)
+    logfile = scratch / f"{name}.log"
+    log.info("running %s: %s", name, " ".join(cmd[2:]))
+    start = time.perf_counter()
+    with logfile.open("w") as err:
+        proc = subprocess.Popen(
+            [*cmd, "--result", str(result)] if "--worker" in cmd else cmd,
+            stdout=err,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = logfile.read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{text[-2000:]}")
+    detail = json.loads(result.read_text()) if result.exists() else cli_steps(text)
+    rss_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+    log.info("%s: %.1f s, peak RSS %.0f MB", name, wall, rss_mb)
+    return Measurement(name, round(wall, 2), round(rss_mb, 1), proc.returncode, detail)
+
+
+def cli_steps(text: str) -> dict[str, Any]:
+    """The ``<step> done in X s`` lines that ``churn`` logs, as step → seconds."""
+    steps = re.findall(r"([a-z][a-z ]*[a-z]) done in ([\d.]+) s", text)
+    return {"steps_s": [[name.strip(), float(seconds)] for name, seconds in steps]}
+
+
+def worker_cmd(worker: str, config: Path, dates: list[str], out: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "pipeline.bench", "--worker", worker, "--config", str(config)]
+    for d in dates:
+        cmd += ["--as-of", d]
+    return [*cmd, "--features-out", str(out)] if out else cmd
+
+
+def churn_cmd(config: Path, dates: list[str], out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "pipeline", "features", "--config", str(config)]
+    for d in dates:
+        cmd += ["--as-of", d]
+    return [*cmd, "--out", str(out)]
+
+
+# ---------------------------------------------------------------- workers (fresh processes)
+
+
+class Timer:
+    """Named wall-clock spans, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.spans: dict[str, float] = {}
+
+    @contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.spans[name] = self.spans.get(name, 0.0) + time.perf_counter() - start
+
+    def rounded(self) -> list[list[Any]]:
+        """``[name, seconds]`` pairs in the order the spans first ran (JSON keeps the order)."""
+        return [[k, round(v, 3)] for k, v in self.spans.items()]
+
+
+class TimedConnection:
+    """A DuckDB connection that times each ``execute`` under a label taken from its SQL."""
+
+    def __init__(self, con: Any, timer: Timer) -> None:
+        self._con, self._timer = con, timer
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        with self._timer.span("sql: " + _sql_label(sql)):
+            return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+def _sql_label(sql: str) -> str:
+    words = " ".join(sql.split())
+    if words.startswith("CREATE OR REPLACE TEMP TABLE"):
+        return "create " + words.split()[5]
+    if "GROUP BY ALL" in words:
+        return "daily GROUP BY"
+    return words[:70]
+
+
+def worker_scan(config_path: Path, result: Path) -> None:
+    """The floor: one scan of the log, grouped per customer (no validation, no features)."""
+    import duckdb
+
+    from pipeline.config import load_config
+
+    events = load_config(config_path).data.events
+    start = time.perf_counter()
+    con = duckdb.connect(":memory:")
+    out = con.execute(
+        "SELECT customer_id, count(*) AS n, max(occurred_at) AS last"
+        f" FROM read_parquet('{events}') GROUP BY customer_id"
+    ).fetchnumpy()
+    seconds = time.perf_counter() - start
+    write_json({"query_s": round(seconds, 3), "groups": len(out["n"])}, result)
+
+
+def worker_reference(config_path: Path, dates: list[str], out: Path, result: Path) -> None:
+    """The pandas reference end to end: validation (shared code), to pandas, features, write."""
+    from pipeline.config import load_config
+    from pipeline.events import load_inputs
+    from pipeline.features.reference import events_frame, reference_features
+    from pipeline.io import write_frame
+
+    timer = Timer()
+    config = load_config(config_path)
+    with timer.span("validate (load_inputs)"):
+        data = load_inputs(config)
+    with timer.span("events table to pandas"):
+        events = events_frame(data.con)
+        data.con.close()
+    with timer.span("reference features"):
+        frame = reference_features(events, data.customers, dates, config.features)
+    with timer.span("write parquet"):
+        write_frame(frame, out)
+    write_json({"phases_s": timer.rounded(), "rows": len(frame)}, result)
+
+
+def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) -> None:
+    """The fast path of ``churn features``, timed step by step."""
+    from pipeline.config import load_config
+    from pipeline.events import connect, load_inputs
+    from pipeline.features import FAMILIES, build_daily_log
+    from pipeline.features.grid import build_grid, normalise_as_of
+    from pipeline.io import write_frame
+
+    timer = Timer()
+    config = load_config(config_path)
+    con = TimedConnection(connect(), timer)
+    with timer.span("validate (load_inputs) total"):
+        data = load_inputs(config, con=con)
+    with timer.span("build_daily_log total"):
+        ids = data.customers["customer_id"].to_numpy()
+        stamps = normalise_as_of(dates)
+        daily = build_daily_log(con, ids, config.label.qualifying_families, until=stamps.max())
+    with timer.span("build_grid"):
+        grid = build_grid(daily, data.customers, stamps)
+    parts = [grid.keys.reset_index(drop=True)]
+    for name, builder in FAMILIES.items():
+        with timer.span(f"family {name}"):
+            parts.append(builder(grid, config.features).reset_index(drop=True))
+    with timer.span("concat"):
+        frame = pd.concat(parts, axis=1)
+    with timer.span("write parquet"):
+        write_frame(frame, out)
+    write_json({"phases_s": timer.rounded(), "rows": len(frame), "daily_rows": len(daily)}, result)
+
+
+# ---------------------------------------------------------------- equality
+
+
+def compare(fast_path: Path, reference_path: Path, dates: list[str]) -> dict[str, Any]:
+    """Fast against reference on ``dates``: exact for ints/keys, floats to rtol 1e-9."""
+    stamps = pd.to_datetime(dates)
+    fast = pd.read_parquet(fast_path)
+    fast = fast[fast["as_of"].isin(stamps)].reset_index(drop=True)
+    ref = pd.read_parquet(reference_path)
+    worst = _max_relative_diffs(fast, ref)
+    try:
+        pd.testing.assert_frame_equal(fast, ref, rtol=FLOAT_RTOL, atol=0.0)
+        equal, message = True, ""
+    except AssertionError as error:
+        equal, message = False, str(error)[:600]
+    return {
+        "dates": dates,
+        "rows": len(fast),
+        "equal": equal,
+        "rtol": FLOAT_RTOL,
+        "max_relative_diff": worst,
+        "message": message,
+    }
+
+
+def _max_relative_diffs(fast: pd.DataFrame, ref: pd.DataFrame) -> dict[str, float]:
+    if len(fast) != len(ref) or list(fast.columns) != list(ref.columns):
+        return {}
+    out = {}
+    for col in fast.columns:
+        if fast[col].dtype.kind == "f":
+            a, b = fast[col].to_numpy(), ref[col].to_numpy()
+            scale = np.maximum(np.abs(b), 1e-300)
+            out[col] = float(np.nanmax(np.abs(a - b) / scale)) if len(a) else 0.0
+    return {k: v for k, v in out.items() if v > 0}
+
+
+# ---------------------------------------------------------------- the bench
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    data_dir, cores = Path(args.data_dir), args.cores
+    data_dir.mkdir(parents=True, exist_ok=True)
+    generated = ensure_demo(data_dir, args.customers, args.seed)
+    config = write_bench_config(data_dir)
+    scratch = data_dir / "runs"
+    scratch.mkdir(exist_ok=True)
+    fast1, fast12 = scratch / "fast_1.parquet", scratch / "fast_12.parquet"
+    ref1, ref_n = scratch / "reference_1.parquet", scratch / "reference_n.parquet"
+    runs = {
+        "scan": measure("scan", worker_cmd("scan", config, []), cores, scratch),
+        "one_date": measure("one_date", churn_cmd(config, [ONE], fast1), cores, scratch),
+        "twelve_dates": measure("twelve_dates", churn_cmd(config, TWELVE, fast12), cores, scratch),
+    }
+    runs["reference_one_date"] = measure(
+        "reference_one_date", worker_cmd("reference", config, [ONE], ref1), cores, scratch
+    )
+    ref_dates = reference_dates(runs["reference_one_date"], args.reference_budget_s)
+    runs["reference_n_dates"] = measure(
+        "reference_n_dates", worker_cmd("reference", config, ref_dates, ref_n), cores, scratch
+    )
+    phases = {
+        "one_date": measure(
+            "phases_one_date",
+            worker_cmd("phases", config, [ONE], scratch / "phases_1.parquet"),
+            cores,
+            scratch,
+        ),
+        "twelve_dates": measure(
+            "phases_twelve_dates",
+            worker_cmd("phases", config, TWELVE, scratch / "phases_12.parquet"),
+            cores,
+            scratch,
+        ),
+    }
+    ref12 = reference_twelve(runs, ref_dates)
+    equality = {
+        "one_date": compare(fast1, ref1, [ONE]),
+        "n_dates": compare(fast12, ref_n, ref_dates),
+    }
+    return {
+        "generated_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        "machine": machine(cores),
+        "data": {
+            "dir": str(data_dir),
+            "n_customers": args.customers,
+            "n_events": n_events(data_dir / "events.parquet"),
+            "seed": args.seed,
+            **generated,
+        },
+        "as_of": {"one_date": ONE, "twelve_dates": TWELVE, "reference_n_dates": ref_dates},
+        "runs": {k: asdict(v) for k, v in runs.items()},
+        "reference_twelve_dates": ref12,
+        "ratios": ratios(runs, ref12["wall_s"]),
+        "equality": equality,
+        "phases": {k: asdict(v) for k, v in phases.items()},
+    }
+
+
+def reference_dates(one: Measurement, budget_s: float) -> list[str]:
+    """All twelve dates when the estimate fits ``budget_s``, else three (then extrapolated)."""
+    per_date = dict(one.detail["phases_s"])["reference features"]
+    estimate = one.wall_s + 11 * per_date
+    if estimate <= budget_s:
+        return TWELVE
+    log.info("reference for 12 dates estimated at %.0f s > %.0f s: running 3", estimate, budget_s)
+    return TWELVE[-3:]
+
+
+def reference_twelve(runs: dict[str, Measurement], ref_dates: list[str]) -> dict[str, Any]:
+    """Measured when all twelve dates ran, else linear in the number of dates from 1 and 3."""
+    one, many = runs["reference_one_date"], runs["reference_n_dates"]
+    if len(ref_dates) == len(TWELVE):
+        return {"wall_s": many.wall_s, "peak_rss_mb": many.peak_rss_mb, "extrapolated": False}
+    per_date = (many.wall_s - one.wall_s) / (len(ref_dates) - 1)
+    wall = one.wall_s + per_date * (len(TWELVE) - 1)
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": None,
+        "extrapolated": True,
+        "how": f"1-date wall + {len(TWELVE) - 1} × per-date cost measured from 1 and"
+        f" {len(ref_dates)} dates; peak RSS not extrapolated",
+    }
+
+
+def ratios(runs: dict[str, Measurement], reference_twelve_s: float) -> dict[str, Any]:
+    """The headline ratios and whether each goal is met."""
+    scan, one, twelve = runs["scan"], runs["one_date"], runs["twelve_dates"]
+    values = {
+        "one_date_over_scan": one.wall_s / scan.wall_s,
+        "twelve_over_one_date": twelve.wall_s / one.wall_s,
+        "twelve_dates_peak_rss_mb": twelve.peak_rss_mb,
+        "reference_over_fast_one_date": runs["reference_one_date"].wall_s / one.wall_s,
+        "reference_over_fast_twelve_dates": reference_twelve_s / twelve.wall_s,
+    }
+    out: dict[str, Any] = {k: round(v, 2) for k, v in values.items()}
+    out["goals"] = {key: {"goal": _goal_text(key), "met": _met(key, values[key])} for key in GOALS}
+    return out
+
+
+def _goal_text(key: str) -> str:
+    return f"< {GOALS[key]}" if key == "twelve_dates_peak_rss_mb" else f"<= {GOALS[key]}"
+
+
+def _met(key: str, value: float) -> bool:
+    return value < GOALS[key] if key == "twelve_dates_peak_rss_mb" else value <= GOALS[key]
+
+
+def save(section: dict[str, Any], out: Path) -> None:
+    """Write ``section`` under ``features`` in ``out``, keeping any other top-level keys."""
+    payload = json.loads(out.read_text()) if out.exists() else {}
+    payload["features"] = section
+    write_json(payload, out)
+
+
+def report(section: dict[str, Any]) -> None:
+    rows: list[tuple[str, str, str]] = []
+    for name, run in section["runs"].items():
+        rows.append((name, f"{run['wall_s']:.1f}", f"{run['peak_rss_mb']:.0f}"))
+    ref12 = section["reference_twelve_dates"]
+    label = "reference_12 (extrapolated)" if ref12["extrapolated"] else "reference_12"
+    rows.append((label, f"{ref12['wall_s']:.1f}", str(ref12["peak_rss_mb"] or "-")))
+    data = section["data"]
+    log.info(
+        "features bench: %d customers, %d events, %d cores",
+        data["n_customers"],
+        data["n_events"],
+        section["machine"]["cores_used"],
+    )
+    log.info("%-28s %9s %12s", "run", "wall s", "peak RSS MB")
+    for row in rows:
+        log.info("%-28s %9s %12s", *row)
+    goals = section["ratios"]["goals"]
+    for key, value in section["ratios"].items():
+        if key != "goals":
+            goal = goals.get(key)
+            verdict = (
+                f"(goal {goal['goal']}: {'met' if goal['met'] else 'NOT met'})" if goal else ""
+            )
+            log.info("%-34s %8s %s", key, value, verdict)
+    for name in ("one_date", "twelve_dates"):
+        steps = section["runs"][name]["detail"].get("steps_s", [])
+        log.info("churn features %-12s %s", name, ", ".join(f"{k} {v:.1f} s" for k, v in steps))
+    for key, check in section["equality"].items():
+        log.info("equality %-10s %s on %d rows", key, check["equal"], check["rows"])
+    for key, phases in section["phases"].items():
+        log.info("phases (%s):", key)
+        for name, seconds in phases["detail"]["phases_s"]:
+            log.info("  %-60s %7.2f s", name[:60], seconds)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    p.add_argument("--customers", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--data-dir", type=Path, default=Path("data/bench"))
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--reference-budget-s", type=float, default=600.0)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--worker", choices=["scan", "reference", "phases"], help=argparse.SUPPRESS)
+    p.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--as-of", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--features-out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    config, dates, out, result = args.config, args.as_of, args.features_out, args.result
+    workers: dict[str, Callable[[], None]] = {
+        "scan": lambda: worker_scan(config, result),
+        "reference": lambda: worker_reference(config, dates, out, result),
+        "phases": lambda: worker_phases(config, dates, out, result),
+    }
+    workers[args.worker]()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.worker:
+        run_worker(args)
+        return
+    section = run_bench(args)
+    save(section, args.out)
+    report(section)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""MLflow: the only module that imports mlflow.
+
+Runs, params, metrics and artifacts go to the tracking store (default ``sqlite:///mlflow.db``,
+artifacts under ``mlruns/``). The model registry holds versions of ``churn-risk``; the alias
+``champion`` points at the version scoring uses. Each training run also stores the verified
+text bundle (``bundle/``: model.txt + card.json) that scoring loads, so nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+BUNDLE_ARTIFACT = "bundle"
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def configure(tracking_uri: str, experiment: str, artifact_location: str) -> None:
+    """Point MLflow at the store and create the experiment (artifacts under a local folder)."""
+    mlflow = _mlflow()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = Path(artifact_location).resolve().as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+
+
+@contextlib.contextmanager
+def run(name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """Start an MLflow run; yields its run id."""
+    mlflow = _mlflow()
+    with mlflow.start_run(run_name=name, tags=tags) as active:
+        yield active.info.run_id
+
+
+def log_params(params: dict) -> None:
+    """Log a flat dict of params (values as strings, cut to MLflow's 6000-char limit)."""
+    _mlflow().log_params({k: str(v)[:6000] for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and pd.notna(v)}
+    _mlflow().log_metrics(clean)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    _mlflow().log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_artifacts(directory: Path, artifact_path: str | None = None) -> None:
+    _mlflow().log_artifacts(str(directory), artifact_path=artifact_path)
+
+
+def log_dict(payload: dict, name: str) -> None:
+    _mlflow().log_dict(payload, name)
+
+
+def log_table(frame: pd.DataFrame, name: str) -> None:
+    """Log a small frame as a CSV artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        frame.to_csv(path, index=False)
+        log_artifact(path)
+
+
+def log_lightgbm(booster, example: pd.DataFrame, model_name: str) -> str:
+    """Log the booster (LightGBM's own text format, no pickle) with signature and input
+    example, registered under ``model_name``; returns the new version number."""
+    mlflow = _mlflow()
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, booster.predict(example))
+    info = mlflow.lightgbm.log_model(
+        booster,
+        name="model",
+        signature=signature,
+        input_example=example,
+        registered_model_name=model_name,
+        pip_requirements=[f"lightgbm=={_version('lightgbm')}", f"pandas=={_version('pandas')}"],
+    )
+    return str(info.registered_model_version)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def champion_version(model_name: str) -> tuple[str, str] | None:
+    """(version, run id) of the current champion, or None when there is none."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(version.version), str(version.run_id)
+
+
+def set_champion(model_name: str, version: str) -> None:
+    _mlflow().MlflowClient().set_registered_model_alias(model_name, CHAMPION, version)
+
+
+def tag_version(model_name: str, version: str, tags: dict[str, str]) -> None:
+    client = _mlflow().MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, str(value))
+
+
+def download_bundle(run_id: str, destination: Path) -> Path:
+    """Download a run's verified text bundle into ``destination``; returns the bundle folder."""
+    mlflow = _mlflow()
+    destination.mkdir(parents=True, exist_ok=True)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=BUNDLE_ARTIFACT, dst_path=str(destination)
+    )
+    return Path(path)
+
+
+def active_run_id() -> str | None:
+    active = _mlflow().active_run()
+    return active.info.run_id if active else None
