@@ -98,8 +98,9 @@ class ValidationConfig(_Section):
 class LabelConfig(_Section):
     definition: Literal["cancellation", "inactivity"] = "cancellation"
     horizon_days: Annotated[int, Field(gt=0, le=730)] = 90
-    qualifying_families: list[str] = ["login", "feature_use", "purchase", "payment"]
-    """For ``inactivity``: events of these families count as activity."""
+    qualifying_families: list[str] = ["login", "feature_use", "purchase"]
+    """Events of these families count as use of the product: the ``inactivity`` label, the
+    ``days_since_last_activity`` feature and the "30 days inactive" rule read them."""
     active_window_days: Annotated[int, Field(gt=0)] = 365
     """For ``inactivity``: a customer is in the base at as_of when they had a qualifying event
     in [as_of − active_window_days, as_of); lapsed customers are not scored."""

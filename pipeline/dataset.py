@@ -42,8 +42,10 @@ def as_of_schedule(
     Starts at ``config.first_as_of`` or the first period start ``min_history_days`` after the
     first event; ends at ``config.last_as_of`` or the last start with as_of + h ≤ observed_until.
     """
-    start = pd.Timestamp(config.first_as_of) if config.first_as_of else (
-        pd.Timestamp(first_event).normalize() + pd.Timedelta(days=config.min_history_days)
+    start = (
+        pd.Timestamp(config.first_as_of)
+        if config.first_as_of
+        else (pd.Timestamp(first_event).normalize() + pd.Timedelta(days=config.min_history_days))
     )
     last_known = pd.Timestamp(observed_until) - pd.Timedelta(days=horizon_days)
     end = pd.Timestamp(config.last_as_of) if config.last_as_of else last_known
@@ -65,7 +67,11 @@ def out_of_time_split(
     train = dates[dates + h <= validation.min()] if len(validation) else validation
     split = {"train": train, "validation": validation, "calibration": calibration, "test": test}
     short = [name for name, d in split.items() if len(d) == 0]
-    if short or len(calibration) < config.calibration_dates or len(validation) < config.validation_dates:
+    if (
+        short
+        or len(calibration) < config.calibration_dates
+        or len(validation) < config.validation_dates
+    ):
         raise DatasetError(
             f"{len(dates)} as_of dates ({_span(dates)}) with a {horizon_days}-day horizon leave"
             f" no dates for {short or 'the requested slice sizes'}: the split needs gaps of one"
@@ -115,6 +121,9 @@ def build_training_set(
         part = frame[frame["slice"] == name]
         log.info(
             "%-11s %2d dates, %7d rows, churn rate %.3f",
-            name, len(split[name]), len(part), part["churned"].mean() if len(part) else float("nan"),
+            name,
+            len(split[name]),
+            len(part),
+            part["churned"].mean() if len(part) else float("nan"),
         )
     return TrainingSet(frame, split)

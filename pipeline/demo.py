@@ -66,16 +66,18 @@ OWNERS = (
     "Grace Lee",
     "Hugo Santos",
 )
+# fmt: off
 _FIRST = (
     "Anna", "Ben", "Carla", "Dmitri", "Emma", "Felix", "Giulia", "Hannah", "Ivan", "Julia",
     "Karim", "Laura", "Marco", "Nina", "Oscar", "Paula", "Quentin", "Rosa", "Sven", "Tara",
     "Umar", "Vera", "Wei", "Xenia", "Yusuf", "Zoe",
-)  # fmt: skip
+)
 _LAST = (
     "Andersen", "Bauer", "Costa", "Dupont", "Evans", "Fischer", "Garcia", "Hoffmann", "Ito",
     "Jansen", "Kowalski", "Lopez", "Meyer", "Novak", "Olsen", "Petrov", "Quinn", "Richter",
     "Silva", "Tanaka", "Ueda", "Varga", "Weber", "Young", "Zimmer",
-)  # fmt: skip
+)
+# fmt: on
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -257,8 +259,10 @@ def _draw_customers(n: int, seed: int, cal: _Calendar, p: SimParams) -> _Custome
     last = np.array(_LAST)[rng.integers(0, len(_LAST), n)]
     number = np.arange(1, n + 1).astype(str)
     ids = np.char.add("C", np.char.zfill(number, 6))
-    email = np.char.add(np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
-                        np.char.add(number, "@example.com"))  # fmt: skip
+    email = np.char.add(
+        np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
+        np.char.add(number, "@example.com"),
+    )
     return _Customers(
         ids=ids,
         signup_day=day.astype(np.int64),
@@ -289,8 +293,14 @@ class _Log:
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.keep = np.zeros(n, bool)
 
-    def add(self, day: int, cust: np.ndarray, kind: int, sev: np.ndarray | None = None,
-            amount: np.ndarray | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        day: int,
+        cust: np.ndarray,
+        kind: int,
+        sev: np.ndarray | None = None,
+        amount: np.ndarray | None = None,
+    ) -> None:
         """Record events of one type on ``day`` for customers ``cust`` (one row each)."""
         kept = self.keep[cust]
         cust = cust[kept]
@@ -319,9 +329,14 @@ class _Log:
 
 
 def _support_events(
-    rng: np.random.Generator, d: int, signed: np.ndarray, z: np.ndarray, shock: np.ndarray,
-    log: _Log, p: SimParams,
-) -> np.ndarray:  # fmt: skip
+    rng: np.random.Generator,
+    d: int,
+    signed: np.ndarray,
+    z: np.ndarray,
+    shock: np.ndarray,
+    log: _Log,
+    p: SimParams,
+) -> np.ndarray:
     """Draw day ``d``'s tickets and complaints; return each customer's severity load added."""
     n = len(z)
     n_ticket = rng.poisson(p.ticket_rate * np.exp(-0.4 * z)) * signed
@@ -360,9 +375,17 @@ class _Billing:
 
 
 def _billing_events(
-    rng: np.random.Generator, d: int, dom: int, signed: np.ndarray, z: np.ndarray,
-    tenure: np.ndarray, bill_dom: np.ndarray, b: _Billing, log: _Log, p: SimParams,
-) -> np.ndarray:  # fmt: skip
+    rng: np.random.Generator,
+    d: int,
+    dom: int,
+    signed: np.ndarray,
+    z: np.ndarray,
+    tenure: np.ndarray,
+    bill_dom: np.ndarray,
+    b: _Billing,
+    log: _Log,
+    p: SimParams,
+) -> np.ndarray:
     """Invoices, MRR changes and dunning on day ``d``; return the failed-payment load added."""
     n = len(z)
     u = rng.random((5, n))
@@ -388,9 +411,14 @@ def _billing_events(
 
 
 def _daily_hazard(
-    z: np.ndarray, breadth: np.ndarray, complaint_load: np.ndarray, failed_load: np.ndarray,
-    tenure: np.ndarray, annual: np.ndarray, p: SimParams,
-) -> np.ndarray:  # fmt: skip
+    z: np.ndarray,
+    breadth: np.ndarray,
+    complaint_load: np.ndarray,
+    failed_load: np.ndarray,
+    tenure: np.ndarray,
+    annual: np.ndarray,
+    p: SimParams,
+) -> np.ndarray:
     """True cancellation hazard (probability scale, per day) from the state of that day."""
     log_h = (
         p.base_log_hazard
@@ -405,64 +433,89 @@ def _daily_hazard(
     return np.minimum(np.exp(log_h) * onboarding * plan, 0.5)
 
 
-def _simulate_chunk(
-    cust: _Customers, lo: int, hi: int, cal: _Calendar, rng: np.random.Generator, p: SimParams
-) -> _Chunk:
-    """Run the daily state/hazard/churn loop for customers ``lo..hi-1`` (vectorised over them)."""
-    n, n_days = hi - lo, cal.n_days
-    signup, annual = cust.signup_day[lo:hi], cust.plan[lo:hi] >= 2
+@dataclass(frozen=True)
+class _Traits:
+    """Per-customer latent traits of a chunk (engagement level, adoption, payment risk)."""
+
+    mu: np.ndarray
+    """Long-run engagement level (latent units)."""
+    breadth0: np.ndarray
+    """Features adopted at the long-run level (continuous, 1–8)."""
+    pay_risk: np.ndarray
+    """Probability that a monthly charge fails."""
+    perm: np.ndarray
+    """Order in which the customer adopts the 8 features (n × 8 codes)."""
+
+
+def _draw_traits(rng: np.random.Generator, n: int, p: SimParams) -> _Traits:
+    """Heterogeneous traits: some customers use 1–2 features, others 6–8; 15% pay badly."""
     mu = rng.normal(0.0, p.mu_sd, n)
-    dev = rng.normal(0.0, p.state_sd, n)
     breadth0 = 1.0 + 7.0 * rng.beta(1.3, 1.3, n)
     risky = rng.random(n) < p.payment_risk_share
     risk = np.where(risky, rng.uniform(0.1, 0.35, n), rng.uniform(0.005, 0.03, n))
     perm = np.argsort(rng.random((n, 8)), axis=1)
+    return _Traits(mu, breadth0, risk, perm)
+
+
+def _simulate_chunk(
+    cust: _Customers, lo: int, hi: int, cal: _Calendar, rng: np.random.Generator, p: SimParams
+) -> _Chunk:
+    """Run the daily state/hazard/churn loop for customers ``lo..hi-1`` (vectorised over them).
+
+    The state of every signed-up customer evolves to the end of the period; a cancelled
+    customer only stops emitting events, so its stored hazard is the counterfactual one.
+    """
+    n, n_days = hi - lo, cal.n_days
+    signup, annual, bill_dom = cust.signup_day[lo:hi], cust.plan[lo:hi] >= 2, cust.bill_dom[lo:hi]
+    tr = _draw_traits(rng, n, p)
+    dev = rng.normal(0.0, p.state_sd, n)
     innov = p.state_sd * np.sqrt(1.0 - p.state_phi**2)
-    bill = _Billing(np.full(n, -1), np.zeros(n, np.int64), cust.mrr[lo:hi].copy(), risk)
+    bill = _Billing(np.full(n, -1), np.zeros(n, np.int64), cust.mrr[lo:hi].copy(), tr.pay_risk)
     c_load, f_load = np.zeros(n), np.zeros(n)
     c_decay, f_decay = 0.5 ** (1 / p.complaint_half_life_d), 0.5 ** (1 / p.failed_half_life_d)
-    churned, churn_day, churn_sec = np.zeros(n, bool), np.full(n, -1), np.full(n, -1)
+    out = _Outcome(np.full(n, -1), np.full(n, -1), bill.mrr.copy())
     m_active = np.zeros((n_days, n), bool)
     m_z = np.zeros((n_days, n), np.float32)
     m_breadth = np.zeros((n_days, n), np.uint8)
     m_hazard = np.zeros((n_days, n), np.float32)
-    final_mrr = bill.mrr.copy()
     log = _Log(n)
     for d in range(n_days):
         signed = signup <= d
-        active = signed & ~churned
-        log.keep = active
-        tenure = d - signup
+        active = signed & (out.churn_day < 0)
+        log.keep, tenure = active, d - signup
         dev = p.state_phi * dev + innov * rng.standard_normal(n)
         u = rng.random((3, n))
-        shock = signed & (u[0] < p.shock_rate * np.exp(-0.3 * (mu + dev)))
+        shock = signed & (u[0] < p.shock_rate * np.exp(-0.3 * (tr.mu + dev)))
         dev = dev - shock * (p.shock_drop[0] + (p.shock_drop[1] - p.shock_drop[0]) * u[1])
-        z = mu + dev
-        breadth = np.clip(np.rint(breadth0 + p.breadth_slope * dev), 1, 8)
+        z = tr.mu + dev
+        breadth = np.clip(np.rint(tr.breadth0 + p.breadth_slope * dev), 1, 8)
         c_load = c_decay * c_load + _support_events(rng, d, signed, z, shock, log, p)
+        dom = int(cal.day_of_month[d])
         f_load = f_decay * f_load + _billing_events(
-            rng, d, int(cal.day_of_month[d]), signed, z, tenure, cust.bill_dom[lo:hi], bill, log, p
+            rng, d, dom, signed, z, tenure, bill_dom, bill, log, p
         )
-        final_mrr = np.where(active, bill.mrr, final_mrr)
+        out.mrr = np.where(active, bill.mrr, out.mrr)
         h = _daily_hazard(z, breadth, c_load, f_load, tenure, annual, p)
         m_active[d], m_z[d], m_breadth[d], m_hazard[d] = active, z, breadth, h
         new = active & (u[2] < -np.expm1(-h))
         if new.any():
-            _record_churn(rng, d, new, cust.signup_sec[lo:hi], tenure, churn_day, churn_sec)
-            churned |= new
-    outcome = _Outcome(churn_day, churn_sec, final_mrr)
-    return _Chunk(m_active, m_z, m_breadth, m_hazard, outcome, perm, log.arrays())
+            _record_churn(rng, d, new, cust.signup_sec[lo:hi], tenure, out)
+    return _Chunk(m_active, m_z, m_breadth, m_hazard, out, tr.perm, log.arrays())
 
 
 def _record_churn(
-    rng: np.random.Generator, d: int, new: np.ndarray, signup_sec: np.ndarray,
-    tenure: np.ndarray, churn_day: np.ndarray, churn_sec: np.ndarray,
-) -> None:  # fmt: skip
+    rng: np.random.Generator,
+    d: int,
+    new: np.ndarray,
+    signup_sec: np.ndarray,
+    tenure: np.ndarray,
+    out: _Outcome,
+) -> None:
     """Set day ``d`` and a second of that day (after the signup second) for new cancellations."""
     idx = np.flatnonzero(new)
     lo = np.where(tenure[idx] == 0, signup_sec[idx] + 1, 1)
-    churn_day[idx] = d
-    churn_sec[idx] = lo + (rng.random(len(idx)) * (_DAY_S - lo)).astype(np.int64)
+    out.churn_day[idx] = d
+    out.churn_sec[idx] = lo + (rng.random(len(idx)) * (_DAY_S - lo)).astype(np.int64)
 
 
 def _activity_events(
@@ -687,8 +740,12 @@ def write_demo_data(
             del chunk, events
             if progress is not None:
                 progress(i + 1, n_chunks)
-    outcome = _Outcome(*(np.concatenate([getattr(o, f) for o in outcomes]) for f in
-                         ("churn_day", "churn_sec", "mrr")))  # fmt: skip
+    outcome = _Outcome(
+        *(
+            np.concatenate([getattr(o, f) for o in outcomes])
+            for f in ("churn_day", "churn_sec", "mrr")
+        )
+    )
     n_churned = int((outcome.churn_day >= 0).sum())
     with _atomic(files["customers"]) as tmp:
         _customers_frame(cust, outcome, cal).to_csv(tmp, index=False, lineterminator="\n")
@@ -704,41 +761,57 @@ def _days_since_epoch(values: pd.Series) -> np.ndarray:
     return np.asarray(ts.to_numpy(), dtype="datetime64[us]").astype(np.int64) / (_DAY_S * 1e6)
 
 
+_KEY_SPAN = 1e6
+"""Days per customer code in the (code, day) search key; days since 1970 stay far below."""
+
+
+def _cumulative_hazard(
+    code: np.ndarray,
+    week: np.ndarray,
+    before: np.ndarray,
+    value: np.ndarray,
+    q_code: np.ndarray,
+    q_day: np.ndarray,
+) -> np.ndarray:
+    """Hazard of customer ``q_code`` summed from its first block up to day ``q_day`` (exclusive).
+
+    Blocks (``code``, ``week`` start day, ``value``, ``before`` = sum of the customer's earlier
+    blocks) must be sorted by code then week; a block counts pro rata for the days before
+    ``q_day``. Unknown customers (code -1) get 0.
+    """
+    if len(code) == 0:
+        return np.zeros(len(q_day))
+    pos = np.searchsorted(code * _KEY_SPAN + week, q_code * _KEY_SPAN + q_day, side="right") - 1
+    safe = np.maximum(pos, 0)
+    hit = (pos >= 0) & (q_code >= 0) & (code[safe] == q_code)
+    share = np.clip((q_day - week[safe]) / _WEEK_D, 0.0, 1.0)
+    return np.where(hit, before[safe] + value[safe] * share, 0.0)
+
+
 def oracle_probability(hazard: pd.DataFrame, keys: pd.DataFrame, horizon_days: int) -> np.ndarray:
     """True probability of cancelling in ``[as_of, as_of + horizon_days)`` for each row of keys.
 
-    ``hazard`` is the stored table (``customer_id``, ``week_start``, ``hazard``: the summed daily
-    hazard of a 7-day block); ``keys`` has ``customer_id`` and ``as_of`` (UTC-midnight
-    timestamps). Returns ``1 - exp(-H)`` where ``H`` is the hazard summed over the window, each
-    block pro-rated linearly by the days it shares with the window. Customers without hazard rows
-    get 0. Uses a per-customer cumulative hazard and binary search (no per-row Python loop).
+    ``hazard`` is the stored table (``customer_id``, ``week_start``, ``hazard``: the daily
+    hazard summed over a 7-day block); ``keys`` has ``customer_id`` and ``as_of`` (UTC-midnight
+    timestamps; naive ones are taken as UTC). Returns ``1 - exp(-H)`` where ``H`` is the hazard
+    summed over the window, each block pro-rated linearly by the days it shares with the window
+    (so the shorter last block of the period is spread over 7 days). Customers without hazard
+    rows get 0. Vectorised: per-customer cumulative hazard plus a binary search per key.
     """
     if horizon_days < 0:
         raise ValueError("horizon_days must be non-negative")
-    ids = pd.Index(pd.unique(hazard["customer_id"].astype("string")))
-    code = ids.get_indexer(hazard["customer_id"].astype("string")).astype(np.float64)
+    customer = hazard["customer_id"].astype("string")
+    ids = pd.Index(customer.unique())
+    code = ids.get_indexer(customer).astype(np.float64)
     week = _days_since_epoch(hazard["week_start"])
     value = hazard["hazard"].to_numpy(dtype=np.float64)
     order = np.lexsort((week, code))
     code, week, value = code[order], week[order], value[order]
-    cum = np.cumsum(value)
-    first = np.r_[True, code[1:] != code[:-1]]
-    start_idx = np.maximum.accumulate(np.where(first, np.arange(len(code)), 0))
-    before = cum - value - (cum - value)[start_idx] if len(code) else cum
-    span = 1e6
-    sorted_key = code * span + week
+    before = np.cumsum(value) - value
+    first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if len(code) else np.zeros(0, int)
+    before -= np.repeat(before[first], np.diff(np.r_[first, len(code)]))
     q_code = ids.get_indexer(keys["customer_id"].astype("string")).astype(np.float64)
     q_day = _days_since_epoch(keys["as_of"])
-
-    def cumulative(day: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(sorted_key, q_code * span + day, side="right") - 1
-        safe = np.clip(pos, 0, max(len(code) - 1, 0))
-        hit = (pos >= 0) & (q_code >= 0) & (len(code) > 0)
-        hit &= code[safe] == q_code if len(code) else hit
-        if not len(code):
-            return np.zeros(len(day))
-        share = np.clip((day - week[safe]) / _WEEK_D, 0.0, 1.0)
-        return np.where(hit, before[safe] + value[safe] * share, 0.0)
-
-    total = cumulative(q_day + horizon_days) - cumulative(q_day)
+    total = _cumulative_hazard(code, week, before, value, q_code, q_day + horizon_days)
+    total -= _cumulative_hazard(code, week, before, value, q_code, q_day)
     return -np.expm1(-np.maximum(total, 0.0))

@@ -343,8 +343,12 @@ def validate_events(
     rejects = con.execute(f"""
         WITH bad AS (
             SELECT _row, reason FROM events_parsed WHERE reason IS NOT NULL
-            {"UNION ALL SELECT _row, 'duplicate event (same customer, time, type, feature,"
-             " amount and severity as an earlier row)' FROM _duplicate_rows" if duplicates else ""}
+            {
+        "UNION ALL SELECT _row, 'duplicate event (same customer, time, type, feature,"
+        " amount and severity as an earlier row)' FROM _duplicate_rows"
+        if duplicates
+        else ""
+    }
         )
         SELECT s._row AS row, bad.reason,
                CAST(s.customer_id AS VARCHAR) AS customer_id,
@@ -357,7 +361,8 @@ def validate_events(
     """).df()
     unknown = dict(
         con.execute(
-            "SELECT event_type, count(*) FROM events WHERE family IS NULL GROUP BY 1 ORDER BY 2 DESC"
+            "SELECT event_type, count(*) FROM events WHERE family IS NULL"
+            " GROUP BY 1 ORDER BY 2 DESC, 1"
         ).fetchall()
     )
     n_naive = 0
@@ -433,7 +438,7 @@ def load_and_validate(
         unknown_event_types={str(k): int(v) for k, v in unknown.items()},
         naive_timestamps=n_naive,
         customers_in=int(len(customers_df) + len(customer_rejects)),
-        customers_valid=int(len(customers_df)),
+        customers_valid=len(customers_df),
         customer_rejects=_counts(customer_rejects),
         customers_without_events=int(without),
         observed_until=pd.Timestamp(observed_until),

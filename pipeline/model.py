@@ -94,7 +94,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             if not isinstance(X[c].dtype, pd.CategoricalDtype)
             else [str(v) for v in X[c].cat.categories]
             for c in X.columns
-            if not pd.api.types.is_numeric_dtype(X[c]) or isinstance(X[c].dtype, pd.CategoricalDtype)
+            if not pd.api.types.is_numeric_dtype(X[c])
+            or isinstance(X[c].dtype, pd.CategoricalDtype)
         }
         model = self._lgbm()
         callbacks = []

@@ -6,14 +6,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
 
-COLORS = {"model": "#1f6feb", "logistic": "#8250df", "rule_30d_inactive": "#bf8700",
-          "oracle": "#2da44e"}
+COLORS = {
+    "model": "#1f6feb",
+    "logistic": "#8250df",
+    "rule_30d_inactive": "#bf8700",
+    "oracle": "#2da44e",
+}
 
 
 def roc_pr(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
@@ -45,8 +49,11 @@ def calibration(y: np.ndarray, p: dict[str, np.ndarray], n_bins: int = 10) -> Fi
         ax.plot(mean_p, rate, "o-", label=name, color=COLORS.get(name))
         top = max(top, *mean_p, *rate)
     ax.plot([0, top], [0, top], ":", color="grey", label="perfect")
-    ax.set(xlabel="mean predicted probability", ylabel="observed churn rate",
-           title="Calibration (test slice)")
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed churn rate",
+        title="Calibration (test slice)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -63,8 +70,11 @@ def lift_gain(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
         ax.plot(share, gain, label=name, color=COLORS.get(name))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="random")
     ax.axvline(0.1, ls="--", color="lightgrey")
-    ax.set(xlabel="share of customers contacted (highest risk first)",
-           ylabel="share of churners reached", title="Cumulative gain")
+    ax.set(
+        xlabel="share of customers contacted (highest risk first)",
+        ylabel="share of churners reached",
+        title="Cumulative gain",
+    )
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

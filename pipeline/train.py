@@ -102,8 +102,8 @@ def _as_strings(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
 
 
 def rule_inactive(frame: pd.DataFrame, days: int = RULE_INACTIVE_DAYS) -> np.ndarray:
-    """The classic alarm as a score: 1.0 when no activity for ``days`` days, else 0.0."""
-    return (frame["days_since_last_event"].to_numpy() >= days).astype(np.float64)
+    """The classic alarm as a score: 1.0 when no use (a qualifying event) for ``days`` days."""
+    return (frame["days_since_last_activity"].to_numpy() >= days).astype(np.float64)
 
 
 def decide_champion(
@@ -140,7 +140,9 @@ def evaluate(
 
 def data_fingerprint(config: Config, data: ValidatedData) -> dict:
     """Row counts, date range and a SHA-256 of each input file: which data made the model."""
-    first, last = data.con.execute("SELECT min(occurred_at), max(occurred_at) FROM events").fetchone()
+    first, last = data.con.execute(
+        "SELECT min(occurred_at), max(occurred_at) FROM events"
+    ).fetchone()
     return {
         "events_file": str(config.data.events),
         "events_sha256": _sha256(config.data.events),
@@ -257,10 +259,12 @@ def run_training(
     oracle = _oracle(config, test)
     metrics = evaluate(test, p_test, baselines, oracle)
     metrics.update(classification_metrics(test[LABEL], np.clip(p_raw, 0, 1), "test_uncalibrated_"))
-    predictions = test[KEYS + [LABEL]].copy()
+    predictions = test[[*KEYS, LABEL]].copy()
     predictions["churn_probability"] = p_test
     predictions["tier"] = assign_tiers(
-        p_test, config.tiers, test["mrr"].to_numpy() * config.value.months,
+        p_test,
+        config.tiers,
+        test["mrr"].to_numpy() * config.value.months,
         escalation_flags(test, config.tiers),
     )
     for name, score in baselines.items():
@@ -341,8 +345,9 @@ def _track_and_export(
             tmp_dir = Path(tmp)
             bundle.save(tmp_dir / "bundle")
             tracking.log_artifacts(tmp_dir / "bundle", tracking.BUNDLE_ARTIFACT)
-            _log_plots(tmp_dir, y, predictions["churn_probability"].to_numpy(), baselines,
-                       oracle, model)
+            _log_plots(
+                tmp_dir, y, predictions["churn_probability"].to_numpy(), baselines, oracle, model
+            )
             pred_path = tmp_dir / "test_predictions.parquet"
             predictions.to_parquet(pred_path, index=False)
             tracking.log_artifact(pred_path)
@@ -352,8 +357,16 @@ def _track_and_export(
         log.info("champion: %s → %s", decision, "promoted" if promoted else "kept the old one")
     out_dir = config.data.output_dir / "train"
     write_frame(predictions, out_dir / "test_predictions.parquet")
-    write_json({"run_id": run_id, "version": version_, "promoted": promoted,
-                "decision": decision, "metrics": metrics}, out_dir / "last_run.json")
+    write_json(
+        {
+            "run_id": run_id,
+            "version": version_,
+            "promoted": promoted,
+            "decision": decision,
+            "metrics": metrics,
+        },
+        out_dir / "last_run.json",
+    )
     bundle_dir = config.models_dir / "champion"
     if promoted:
         bundle.save(bundle_dir)
@@ -416,5 +429,6 @@ def _log_plots(
     for name, fig in figures.items():
         plots.save(fig, plot_dir / name)
     tracking.log_artifacts(plot_dir, "plots")
-    tracking.log_table(importance.rename("gain").rename_axis("feature").reset_index(),
-                       "feature_importance.csv")
+    tracking.log_table(
+        importance.rename("gain").rename_axis("feature").reset_index(), "feature_importance.csv"
+    )

@@ -37,7 +37,9 @@ FAMILIES: dict[str, Builder] = {
     "breadth": lambda grid, cfg: build_breadth(grid),
     "support": lambda grid, cfg: build_support(grid, cfg.serious_severity),
     "billing": lambda grid, cfg: build_billing(grid),
-    "lifecycle": lambda grid, cfg: build_lifecycle(grid, cfg.onboarding_days, cfg.mature_after_days),
+    "lifecycle": lambda grid, cfg: build_lifecycle(
+        grid, cfg.onboarding_days, cfg.mature_after_days
+    ),
 }
 
 
@@ -47,7 +49,9 @@ def build_features_for_grid(grid: Grid, config: FeatureConfig) -> pd.DataFrame:
     for name, builder in FAMILIES.items():
         part = builder(grid, config).reset_index(drop=True)
         if len(part) != len(grid.keys):
-            raise RuntimeError(f"feature family '{name}' returned {len(part)} rows, expected {len(grid.keys)}")
+            raise RuntimeError(
+                f"feature family '{name}' returned {len(part)} rows, expected {len(grid.keys)}"
+            )
         parts.append(part)
     return pd.concat(parts, axis=1)
 
@@ -66,7 +70,12 @@ def build_features(
     config = config or FeatureConfig()
     grid = build_grid(daily, customers, normalise_as_of(as_of))
     frame = build_features_for_grid(grid, config)
-    log.info("features: %d rows × %d columns for %d as_of date(s)", len(frame), frame.shape[1] - 2, len(set(grid.index.q_day)))
+    log.info(
+        "features: %d rows × %d columns for %d as_of date(s)",
+        len(frame),
+        frame.shape[1] - 2,
+        len(set(grid.index.q_day)),
+    )
     return frame
 
 

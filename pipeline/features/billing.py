@@ -9,7 +9,8 @@ from pipeline.features.grid import Grid
 
 
 def build_billing(grid: Grid) -> pd.DataFrame:
-    """``payment_failures_90d`` (count in [as_of − 90 d, as_of)); ``spend_90d`` (sum of purchase
+    """``payment_failures_30d`` and ``payment_failures_90d`` (counts in [as_of − N d, as_of));
+    ``spend_90d`` (sum of purchase
     and payment amounts in that window); ``mrr``: the amount of the last recurring payment
     before as_of, or the customers table's MRR when the log has none (a static attribute);
     ``mrr_change_90d``: ``mrr`` minus the last payment before as_of − 90 days (0.0 when either
@@ -22,6 +23,7 @@ def build_billing(grid: Grid) -> pd.DataFrame:
     change = np.where(np.isnan(last) | np.isnan(before), 0.0, last - before)
     return pd.DataFrame(
         {
+            "payment_failures_30d": idx.window_sum("n_payment_failed", -30).astype("int64"),
             "payment_failures_90d": idx.window_sum("n_payment_failed", -90).astype("int64"),
             "spend_90d": idx.window_sum("spend", -90).astype("float64"),
             "mrr": mrr,

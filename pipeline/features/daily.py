@@ -110,8 +110,9 @@ def build_daily_log(
     )
     con.register("_qualifying", pd.DataFrame({"family": list(qualifying_families) or [""]}))
     aggregates = {**COUNT_COLUMNS, **TS_COLUMNS, **VALUE_COLUMNS}
-    aggregates["n_qualifying"] = (
-        "count(*) FILTER (family IN (SELECT family FROM _qualifying))"
+    aggregates["n_qualifying"] = "count(*) FILTER (family IN (SELECT family FROM _qualifying))"
+    aggregates["last_active_us"] = (
+        "max(epoch_us(occurred_at)) FILTER (family IN (SELECT family FROM _qualifying))"
     )
     aggregates["feature_mask"] = "coalesce(bit_or(CAST(1 AS UBIGINT) << f.bit), 0)"
     select = ",\n".join(f"{expr} AS {name}" for name, expr in aggregates.items())

@@ -8,7 +8,9 @@ from pipeline.features.grid import Grid
 
 
 def build_recency(grid: Grid) -> pd.DataFrame:
-    """``days_since_last_event``, ``days_since_last_login``, ``days_since_last_feature_use``.
+    """``days_since_last_event``, ``days_since_last_activity`` (an event of a qualifying family,
+    ``label.qualifying_families``: real use, not invoices or newsletters),
+    ``days_since_last_login``, ``days_since_last_feature_use``.
 
     Float days from the last such event (strictly before as_of) to as_of; a customer with none
     gets the days since signup (``tenure_days``), so the value is always defined.
@@ -18,6 +20,7 @@ def build_recency(grid: Grid) -> pd.DataFrame:
     out = {}
     for name, column in (
         ("days_since_last_event", "last_event_us"),
+        ("days_since_last_activity", "last_active_us"),
         ("days_since_last_login", "last_login_us"),
         ("days_since_last_feature_use", "last_feature_us"),
     ):
