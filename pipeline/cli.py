@@ -205,3 +205,65 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
         "champion" if result.promoted else "not promoted",
         result.bundle_dir,
     )
+
+
+@app.command()
+def kpis(
+    config: ConfigOption = DEFAULT_CONFIG,
+    period: Annotated[str | None, typer.Option(help="month or quarter (default: config)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output .csv or .parquet")] = None,
+) -> None:
+    """Retention KPIs per period (CRR, churn rate, NDR, GRR, ARPA, CLV) and cohort retention."""
+    from pipeline.events import load_inputs
+    from pipeline.kpis import run_kpis
+
+    cfg = _config(config)
+    if period not in (None, "month", "quarter"):
+        _fail(f"--period {period!r}: use month or quarter")
+    out = out or cfg.data.output_dir / "kpis" / f"kpis_{period or cfg.kpis.period}.csv"
+    with _errors():
+        with step("validating inputs"):
+            data = load_inputs(cfg)
+        with step("computing KPIs"):
+            table, _, metrics = run_kpis(cfg, data, out=out, period=period)
+    _log_to_active_run(metrics)
+    _print_kpis(table.tail(6))
+    log.info("wrote %d periods to %s (cohorts beside it)", len(table), out)
+
+
+def _print_kpis(table) -> None:
+    from rich.table import Table
+
+    view = Table(title="Retention KPIs (latest periods)")
+    columns = {
+        "period_start": "period",
+        "S": "S",
+        "N": "N",
+        "lost": "lost",
+        "E": "E",
+        "crr_pct": "CRR %",
+        "churn_rate": "churn",
+        "ndr": "NDR",
+        "clv": "CLV",
+    }
+    for title in columns.values():
+        view.add_column(title, justify="right")
+    for row in table.itertuples(index=False):
+        values = row._asdict()
+        view.add_row(
+            str(values["period_start"])[:10],
+            *(f"{values[c]:,.0f}" for c in ("S", "N", "lost", "E")),
+            f"{values['crr_pct']:.2f}",
+            f"{values['churn_rate']:.2%}",
+            f"{values['ndr']:.3f}",
+            f"{values['clv']:,.0f}",
+        )
+    console.print(view)
+
+
+def _log_to_active_run(metrics: dict[str, float]) -> None:
+    """Log KPI metrics to MLflow when a run is active (e.g. inside a scheduled job)."""
+    from pipeline import tracking
+
+    if tracking.active_run_id():
+        tracking.log_metrics(metrics)

@@ -8,9 +8,11 @@ Customers cancel at random with that hazard; after cancelling they emit no more 
 Time semantics: every timestamp is UTC. The simulated period is ``[start, end)`` in whole UTC
 days; day ``d`` is ``[start + d days, start + d + 1 days)``. A customer is *at risk* on every day
 from the signup day up to and including the day it cancels. The true hazard is written per
-customer in fixed 7-day blocks starting at ``start`` (the last block may be shorter), so that an
-evaluation can compute the oracle probability of cancelling in any window
-(:func:`oracle_probability`).
+customer in fixed 7-day blocks starting at ``start`` (the last block may be shorter), from the
+signup day to the end of the period: after a cancellation the latent state keeps evolving and the
+stored hazard is the one the customer would have had if still subscribed. Storing only at-risk
+days would cut every churner's window sum short at its cancellation and make the oracle
+(:func:`oracle_probability`) nearly uninformative; ``at_risk_days`` tells the two apart.
 
 Determinism: every random draw comes from ``numpy`` generators derived from ``seed`` through
 ``SeedSequence`` spawn keys (one for customer attributes, one per fixed-size chunk of customers),
@@ -121,15 +123,15 @@ class SimParams:
     """Daily probability of a bad support experience (before the engagement tilt)."""
     shock_drop: tuple[float, float] = (0.5, 1.2)
     """Uniform range of the engagement drop of a bad experience."""
-    login_log_rate: float = -1.35
-    feature_log_rate: float = -1.6
+    login_log_rate: float = -1.5
+    feature_log_rate: float = -1.75
     engagement_slope: float = 1.0
     """Log-rate slope of logins and feature use on engagement."""
     breadth_slope: float = 1.2
     """Adopted features move with the engagement deviation by this many features per unit."""
     ticket_rate: float = 0.008
     complaint_rate: float = 0.0012
-    newsletter_rate: float = 0.0075
+    newsletter_rate: float = 0.0065
     duplicate_share: float = 1e-4
     weekend_factor: float = 0.3
     """Logins and feature use on Saturdays and Sundays relative to weekdays."""
@@ -666,17 +668,23 @@ def _readme(n: int, seed: int, start: date, end: date, n_events: int, n_churned:
         f"customers: {n}\nseed: {seed}\nperiod: [{start}, {end}) UTC\n"
         f"events: {n_events}\nchurned customers: {n_churned}\n\n"
         "Files:\n"
-        "  events.parquet  activity log (customer_id, occurred_at UTC, event_type, feature,"
-        " amount, severity); includes ~1% unmapped 'newsletter_opened' events and ~0.01% exact"
-        " duplicate rows on purpose\n"
-        "  customers.csv   one row per customer; churned_at empty while active; contact_* are"
-        " fake personal data\n"
-        "  hazard.parquet  true daily cancellation hazard summed per customer over 7-day blocks"
-        " starting at the period start, counting only days at risk (signup day to churn day)\n\n"
-        "A latent engagement state (AR(1), daily persistence state_phi, with bad-support shocks)"
-        " drives logins, feature use and breadth, tickets and complaints; a separate payment-risk"
-        " trait drives failed charges. The hazard rises with low engagement, narrow feature use,"
-        " recent complaints and failed payments, in onboarding and before annual renewals.\n\n"
+        "  events.parquet  activity log: customer_id, occurred_at (UTC), event_type, feature,\n"
+        "                  amount, severity; sorted by customer then time. On purpose it holds\n"
+        "                  ~1% unmapped 'newsletter_opened' events and ~0.01% exact duplicates.\n"
+        "  customers.csv   one row per customer; times ISO 8601 UTC; churned_at empty while\n"
+        "                  active; mrr is the current (or last) MRR; contact_* are fake.\n"
+        "  hazard.parquet  true daily cancellation hazard, summed per customer over 7-day blocks\n"
+        "                  from the period start (week_start), from the signup day to the end of\n"
+        "                  the period. After a cancellation it is the hazard the customer would\n"
+        "                  have had if still subscribed (so oracle probabilities are not cut\n"
+        "                  short); at_risk_days counts the block's days from signup to the\n"
+        "                  cancellation day. See pipeline.demo.oracle_probability.\n\n"
+        "A latent engagement state (AR(1) with daily persistence state_phi, plus bad-support\n"
+        "shocks) drives logins, feature use and breadth, tickets and complaints; a separate\n"
+        "payment-risk trait drives failed charges. The hazard rises with low engagement, narrow\n"
+        "feature use, recent complaints and failed payments, in onboarding and in the 30 days\n"
+        "before each anniversary of annual plans. Invoices are monthly on the billing day\n"
+        "(signup day of month, at most 28) with amount = MRR; MRR moves by up/downgrades.\n\n"
         f"Parameters:\n{params}\n"
     )
 

@@ -120,6 +120,11 @@ def _source_sql(con: duckdb.DuckDBPyConnection, source: Path | pd.DataFrame, nam
     return f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row FROM read_parquet({quoted}, file_row_number = true))"  # noqa: E501
 
 
+def _source_label(source: Path | pd.DataFrame, label: str) -> str:
+    """How messages name an input: the file path for files, the input's name for frames."""
+    return label if isinstance(source, pd.DataFrame) else f"{label} file '{source}'"
+
+
 def _columns(con: duckdb.DuckDBPyConnection, source_sql: str) -> dict[str, str]:
     rows = con.execute(f"DESCRIBE SELECT * FROM {source_sql}").fetchall()
     return {row[0]: row[1] for row in rows}
@@ -129,7 +134,8 @@ def _require(columns: dict[str, str], required: tuple[str, ...], label: str) -> 
     missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(
-            f"{label}: missing required column(s) {missing}; found {sorted(columns)}."
+            f"{label}: missing required column(s) {missing};"
+            f" found {sorted(c for c in columns if c != '_row')}."
             " Rename your columns to the input contract (README, 'Input contract')."
         )
 
@@ -143,8 +149,12 @@ def _timestamp_sql(column: str, dtype: str, label: str) -> tuple[str, str]:
     if dtype == "VARCHAR":
         text = f"NULLIF(trim({column}), '')"
         parsed = f"make_timestamp(epoch_us(try_cast({text} AS TIMESTAMPTZ)))"
-        naive = f"NOT regexp_matches({text}, '(Z|z|[+-]\\d\\d(:?\\d\\d)?)$')"
+        # An offset counts only after a time of day: the '-02' that ends '2025-01-02' is the day.
+        offset = "([Tt ]\\d\\d|:\\d\\d(\\.\\d+)?) ?(Z|z|[+-]\\d\\d(:?\\d\\d)?)$"
+        naive = f"NOT regexp_matches({text}, '{offset}')"
         return parsed, naive
+    if dtype.strip('"') == "NULL":  # an all-empty column (e.g. churned_at while nobody churned)
+        return "CAST(NULL AS TIMESTAMP)", "false"
     if dtype.startswith("TIMESTAMP WITH TIME ZONE"):
         return f"make_timestamp(epoch_us({column}))", "false"
     if dtype.startswith("TIMESTAMP") or dtype == "DATE":
@@ -196,6 +206,7 @@ def validate_customers(
     before signup_at, unparseable or negative mrr.
     """
     src = _source_sql(con, source, "customers")
+    label = _source_label(source, label)
     cols = _columns(con, src)
     _require(cols, CUSTOMER_REQUIRED, label)
     signup, _ = _timestamp_sql("signup_at", cols["signup_at"], label)
@@ -269,6 +280,7 @@ def validate_events(
     is copied. A CSV log is parsed once into a table.
     """
     src = _source_sql(con, source, "events")
+    label = _source_label(source, label)
     cols = _columns(con, src)
     _require(cols, EVENT_REQUIRED, label)
     occurred, naive = _timestamp_sql("occurred_at", cols["occurred_at"], label)
@@ -369,7 +381,7 @@ def validate_events(
     if naive != "false":
         n_naive = con.execute(
             "SELECT count(*) FROM events_parsed WHERE naive AND occurred_at IS NOT NULL"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return rejects, unknown, int(n_naive)
 
 
@@ -393,7 +405,7 @@ def _duplicate_rows(con: duckdb.DuckDBPyConnection, src: str, raw_key: str) -> i
             WHERE reason IS NULL AND _row IN (SELECT _row FROM candidates)
         ) WHERE copy > 1
     """)
-    return int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchone()[0])
+    return int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchall()[0][0])
 
 
 def _counts(rejects: pd.DataFrame) -> dict[str, int]:
@@ -422,11 +434,11 @@ def load_and_validate(
     not_after = pd.Timestamp(observed_until) if observed_until is not None else _utc_now()
     customers_df, customer_rejects = validate_customers(con, customers)
     event_rejects, unknown, n_naive = validate_events(con, events, event_types, not_after)
-    n_valid, last = con.execute("SELECT count(*), max(occurred_at) FROM events").fetchone()
+    n_valid, last = con.execute("SELECT count(*), max(occurred_at) FROM events").fetchall()[0]
     without = con.execute(
         "SELECT count(*) FROM customers c WHERE NOT EXISTS"
         " (SELECT 1 FROM events e WHERE e.customer_id = c.customer_id)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if observed_until is None:
         observed_until = (
             pd.Timestamp(last).normalize() + pd.Timedelta(days=1) if last is not None else not_after

@@ -153,25 +153,30 @@ def inactivity_snapshots(
     """Customers active at each instant t in ``at`` under the non-contractual definition: at
     least one event of ``families`` in [t − active_days days, t).
 
-    Runs on the DuckDB table ``events`` of ``con`` (read only). Each t must be a UTC midnight
-    (period starts are), which makes reducing events to days exact. Returns one row per
-    (at, customer_id), sorted.
+    Runs on the DuckDB table ``events`` of ``con`` (read only). Each t must be a month start
+    (UTC midnight on day 1; period starts are): the log is first reduced to each customer's last
+    qualifying event per calendar month, which is exact for such instants because a month
+    before t has an event in the window iff its last event is at or after t − active_days.
+    Returns one row per (at, customer_id), sorted.
     """
     instants = [pd.Timestamp(t) for t in at]
-    if any(t != t.normalize() for t in instants):
-        raise ValueError("inactivity_snapshots: every instant must be a UTC midnight")
+    if any(t != period_floor(t, "month") for t in instants):
+        raise ValueError("inactivity_snapshots: every instant must be a month start (UTC)")
     if not instants or not families:
         return _snapshot_frame([])
     frame = con.execute(
         """
-        WITH bounds AS (SELECT unnest(CAST(? AS TIMESTAMP[])) AS at),
-        days AS (
-            SELECT DISTINCT customer_id, date_trunc('day', occurred_at) AS day
+        WITH bounds AS (SELECT unnest(CAST(? AS TIMESTAMP[])) AS instant),
+        months AS (
+            SELECT customer_id, date_trunc('month', occurred_at) AS month,
+                   max(occurred_at) AS last_at
             FROM events WHERE list_contains(CAST(? AS VARCHAR[]), family)
+            GROUP BY ALL
         )
-        SELECT DISTINCT bounds.at, days.customer_id
-        FROM days JOIN bounds
-          ON days.day >= bounds.at - to_days(CAST(? AS INTEGER)) AND days.day < bounds.at
+        SELECT DISTINCT bounds.instant AS "at", months.customer_id
+        FROM months JOIN bounds
+          ON months.month < bounds.instant
+         AND months.last_at >= bounds.instant - to_days(CAST(? AS INTEGER))
         ORDER BY 1, 2
         """,
         [[t.to_pydatetime() for t in instants], list(families), int(active_days)],

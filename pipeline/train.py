@@ -142,7 +142,7 @@ def data_fingerprint(config: Config, data: ValidatedData) -> dict:
     """Row counts, date range and a SHA-256 of each input file: which data made the model."""
     first, last = data.con.execute(
         "SELECT min(occurred_at), max(occurred_at) FROM events"
-    ).fetchone()
+    ).fetchall()[0]
     return {
         "events_file": str(config.data.events),
         "events_sha256": _sha256(config.data.events),
@@ -228,7 +228,7 @@ def run_training(
     """The whole training job (see module docstring). I/O: MLflow, ``models/``, outputs."""
     data = data or load_inputs(config)
     horizon = config.label.horizon_days
-    first_event = data.con.execute("SELECT min(occurred_at) FROM events").fetchone()[0]
+    first_event = data.con.execute("SELECT min(occurred_at) FROM events").fetchall()[0][0]
     dates = as_of_schedule(first_event, data.observed_until, config.dataset, horizon)
     split = out_of_time_split(dates, horizon, config.dataset)
     daily = build_daily_log(

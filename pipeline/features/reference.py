@@ -17,13 +17,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipeline.config import FeatureConfig
+from pipeline.config import FeatureConfig, LabelConfig
 from pipeline.features.grid import normalise_as_of
 from pipeline.features.lifecycle import STAGES
 
 DAY = pd.Timedelta(days=1)
 SUPPORT_FAMILIES = ("complaint", "support_ticket")
 SPEND_FAMILIES = ("purchase", "payment")
+QUALIFYING = tuple(LabelConfig().qualifying_families)
 
 
 def events_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -42,16 +43,18 @@ def reference_features(
     customers: pd.DataFrame,
     as_of_dates: list | pd.DatetimeIndex,
     config: FeatureConfig | None = None,
+    qualifying_families: list[str] | tuple[str, ...] = QUALIFYING,
 ) -> pd.DataFrame:
     """Features for every eligible customer at each as_of, one date at a time.
 
-    Same columns, dtypes and row order as ``pipeline.features.build_features``: rows by as_of,
+    Same columns, dtypes and row order as ``pipeline.features.build_features`` over a daily log
+    built with the same ``qualifying_families`` (``label.qualifying_families``): rows by as_of,
     then in the order of ``customers`` (the validated table is sorted by customer_id).
     """
     config = config or FeatureConfig()
     n_features = n_product_features(events)
     frames = [
-        features_at(events, customers, as_of, config, n_features)
+        features_at(events, customers, as_of, config, n_features, tuple(qualifying_families))
         for as_of in normalise_as_of(as_of_dates)
     ]
     return pd.concat(frames, ignore_index=True)
@@ -63,6 +66,7 @@ def features_at(
     as_of: pd.Timestamp,
     config: FeatureConfig,
     n_features: int,
+    qualifying_families: tuple[str, ...] = QUALIFYING,
 ) -> pd.DataFrame:
     """All families for one as_of: eligible customers only, past events only."""
     base = eligible(customers, as_of).set_index("customer_id")
@@ -74,7 +78,7 @@ def features_at(
     keys["as_of"] = keys["as_of"].astype("datetime64[us]")
     parts = [
         keys,
-        recency(past, ids, as_of, tenure),
+        recency(past, ids, as_of, tenure, qualifying_families),
         frequency(recent, ids, as_of),
         trend(recent, ids, as_of),
         breadth(recent, ids, as_of, n_features),
@@ -123,11 +127,17 @@ def days_since_last(
 
 
 def recency(
-    past: pd.DataFrame, ids: pd.Index, as_of: pd.Timestamp, tenure: pd.Series
+    past: pd.DataFrame,
+    ids: pd.Index,
+    as_of: pd.Timestamp,
+    tenure: pd.Series,
+    qualifying_families: tuple[str, ...],
 ) -> pd.DataFrame:
+    active = of_family(past, *qualifying_families)
     return pd.DataFrame(
         {
             "days_since_last_event": days_since_last(past, ids, as_of, tenure),
+            "days_since_last_activity": days_since_last(active, ids, as_of, tenure),
             "days_since_last_login": days_since_last(of_family(past, "login"), ids, as_of, tenure),
             "days_since_last_feature_use": days_since_last(
                 of_family(past, "feature_use"), ids, as_of, tenure
@@ -145,8 +155,11 @@ def frequency(recent: pd.DataFrame, ids: pd.Index, as_of: pd.Timestamp) -> pd.Da
             "events_90d": count(recent, ids),
             "logins_7d": count(of_family(w7, "login"), ids),
             "logins_30d": count(of_family(w30, "login"), ids),
+            "logins_90d": count(of_family(recent, "login"), ids),
             "feature_uses_30d": count(of_family(w30, "feature_use"), ids),
+            "feature_uses_90d": count(of_family(recent, "feature_use"), ids),
             "active_days_30d": active_days(w30, ids),
+            "active_days_90d": active_days(recent, ids),
         }
     )
 
@@ -196,7 +209,9 @@ def support(
     max_sev = rated.groupby("customer_id")["severity"].max().reindex(ids)
     return pd.DataFrame(
         {
+            "complaints_30d": count(of_family(last30, "complaint"), ids),
             "complaints_90d": count(of_family(recent, "complaint"), ids),
+            "tickets_30d": count(of_family(last30, "support_ticket"), ids),
             "tickets_90d": count(of_family(recent, "support_ticket"), ids),
             "serious_complaints_30d": count(serious, ids),
             "max_severity_90d": max_sev.fillna(0).astype("int64"),
@@ -224,9 +239,11 @@ def billing(
     last = last_payment(payments, ids)
     before = last_payment(payments[payments["occurred_at"] < as_of - 90 * DAY], ids)
     spend = of_family(recent, *SPEND_FAMILIES).groupby("customer_id")["amount"].sum()
+    failed = of_family(recent, "payment_failed")
     return pd.DataFrame(
         {
-            "payment_failures_90d": count(of_family(recent, "payment_failed"), ids),
+            "payment_failures_30d": count(window(failed, as_of, 30), ids),
+            "payment_failures_90d": count(failed, ids),
             "spend_90d": spend.reindex(ids, fill_value=0.0).astype("float64"),
             "mrr": last.fillna(static_mrr.astype("float64")),
             "mrr_change_90d": (last - before).fillna(0.0),
