@@ -17,34 +17,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from pipeline.config import FAMILIES
+
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
 MAX_FEATURES = 64
 
-COUNT_COLUMNS = {
-    "n_events": "count(*)",
-    "n_login": "count(*) FILTER (family = 'login')",
-    "n_feature_use": "count(*) FILTER (family = 'feature_use')",
-    "n_complaint": "count(*) FILTER (family = 'complaint')",
-    "n_ticket": "count(*) FILTER (family = 'support_ticket')",
-    "n_payment_failed": "count(*) FILTER (family = 'payment_failed')",
-    "n_purchase": "count(*) FILTER (family = 'purchase')",
-    "n_payment": "count(*) FILTER (family = 'payment')",
-    "n_sev1": "count(*) FILTER (family IN ('complaint', 'support_ticket') AND severity = 1)",
-    "n_sev2": "count(*) FILTER (family IN ('complaint', 'support_ticket') AND severity = 2)",
-    "n_sev3": "count(*) FILTER (family IN ('complaint', 'support_ticket') AND severity = 3)",
-    "n_sev4": "count(*) FILTER (family IN ('complaint', 'support_ticket') AND severity = 4)",
-}
-TS_COLUMNS = {
-    "last_event_us": "max(epoch_us(occurred_at))",
-    "last_login_us": "max(epoch_us(occurred_at)) FILTER (family = 'login')",
-    "last_feature_us": "max(epoch_us(occurred_at)) FILTER (family = 'feature_use')",
-    "last_complaint_us": "max(epoch_us(occurred_at)) FILTER (family = 'complaint')",
-}
-VALUE_COLUMNS = {
-    "spend": "coalesce(sum(amount) FILTER (family IN ('purchase', 'payment')), 0)",
-    "payment_amount": "arg_max(amount, occurred_at) FILTER (family = 'payment')",
-}
+FAMILY_CODES = {family: code for code, family in enumerate(FAMILIES, start=1)}
+"""Small integer per signal family (0 = an event type the config does not map)."""
 
 
 @dataclass(frozen=True)
@@ -94,53 +74,140 @@ def build_daily_log(
     qualifying_families: list[str],
     until: pd.Timestamp | None = None,
 ) -> DailyLog:
-    """One GROUP BY over the DuckDB table ``events``: per-(customer, day) counts and values.
+    """Per-(customer, UTC day) counts and values from the DuckDB relation ``events``.
 
-    ``customer_ids`` fixes the customer codes (position in that array). ``until`` (exclusive)
-    drops later events, e.g. for a run that needs nothing after its last as_of. Qualifying
-    events (for the inactivity label) are those whose family is in ``qualifying_families``.
+    DuckDB streams the valid events as narrow integer columns ordered by (customer, time);
+    numpy then reduces each run of equal (customer, day) keys with ``reduceat`` — one pass, no
+    per-customer loop (a SQL GROUP BY with twenty FILTER aggregates measured 3× slower).
+    ``customer_ids`` fixes the customer codes (position in that array); events of other
+    customers are ignored. ``until`` (exclusive) drops later events. Qualifying events (use of
+    the product) are those whose family is in ``qualifying_families``.
     """
     features = product_features(con)
     ids = pd.DataFrame({"customer_id": np.asarray(customer_ids, dtype=object)})
     ids["code"] = np.arange(len(ids), dtype=np.int32)
-    con.register("_customer_codes", ids)
-    con.register(
-        "_feature_codes",
-        pd.DataFrame({"feature": list(features), "bit": np.arange(len(features), dtype=np.int64)}),
-    )
-    con.register("_qualifying", pd.DataFrame({"family": list(qualifying_families) or [""]}))
-    aggregates = {**COUNT_COLUMNS, **TS_COLUMNS, **VALUE_COLUMNS}
-    aggregates["n_qualifying"] = "count(*) FILTER (family IN (SELECT family FROM _qualifying))"
-    aggregates["last_active_us"] = (
-        "max(epoch_us(occurred_at)) FILTER (family IN (SELECT family FROM _qualifying))"
-    )
-    aggregates["feature_mask"] = "coalesce(bit_or(CAST(1 AS UBIGINT) << f.bit), 0)"
-    select = ",\n".join(f"{expr} AS {name}" for name, expr in aggregates.items())
+    frames = {
+        "_customer_codes": ids,
+        "_feature_codes": pd.DataFrame(
+            {"feature": list(features), "bit": np.arange(len(features), dtype=np.int8)}
+        ),
+        "_family_codes": pd.DataFrame(
+            {"family": list(FAMILY_CODES), "fc": np.array(list(FAMILY_CODES.values()), np.int8)}
+        ),
+    }
+    for name, frame in frames.items():
+        con.register(name, frame)
     where = "WHERE e.occurred_at < $until" if until is not None else ""
     params = {"until": pd.Timestamp(until).to_pydatetime()} if until is not None else {}
-    frame = con.execute(
+    rows = con.execute(
         f"""
-        SELECT c.code, d.* EXCLUDE (customer_id) FROM (
-            SELECT e.customer_id, CAST(epoch_us(date_trunc('day', e.occurred_at))
-                   // {US_PER_DAY} AS INTEGER) AS day,
-                   {select}
-            FROM events e LEFT JOIN _feature_codes f
-              ON e.family = 'feature_use' AND e.feature = f.feature
-            {where}
-            GROUP BY ALL
-        ) d JOIN _customer_codes c USING (customer_id)
-        ORDER BY c.code, d.day
+        SELECT c.code, epoch_us(e.occurred_at) AS ts, coalesce(f.fc, 0)::TINYINT AS fc,
+               coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
+               coalesce(b.bit, -1)::TINYINT AS bit
+        FROM events e
+        JOIN _customer_codes c USING (customer_id)
+        LEFT JOIN _family_codes f USING (family)
+        LEFT JOIN _feature_codes b ON e.family = 'feature_use' AND e.feature = b.feature
+        {where}
+        ORDER BY c.code, ts
         """,
         params,
     ).fetchnumpy()
-    for name in ("_customer_codes", "_feature_codes", "_qualifying"):
+    for name in frames:
         con.unregister(name)
-    code = np.asarray(frame.pop("code"), dtype=np.int32)
-    day = np.asarray(frame.pop("day"), dtype=np.int32)
-    if len(day) and day.min() < 0:
+    code, ts = np.asarray(rows["code"], np.int32), np.asarray(rows["ts"], np.int64)
+    if len(ts) and ts.min() < 0:
         raise ValueError("events before 1970-01-01 are not supported; check occurred_at values")
-    columns = {name: _dense(values) for name, values in frame.items()}
-    return DailyLog(np.asarray(customer_ids), code, day, columns, features)
+    day = (ts // US_PER_DAY).astype(np.int32)
+    key = _key(code, day)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
+    columns = _reduce_days(
+        starts,
+        ts,
+        np.asarray(rows["fc"], np.int8),
+        np.asarray(rows["severity"], np.int8),
+        _dense(rows["amount"]),
+        np.asarray(rows["bit"], np.int8),
+        [FAMILY_CODES[f] for f in qualifying_families],
+    )
+    return DailyLog(np.asarray(customer_ids), code[starts], day[starts], columns, features)
+
+
+def _reduce_days(
+    starts: np.ndarray,
+    ts: np.ndarray,
+    fc: np.ndarray,
+    severity: np.ndarray,
+    amount: np.ndarray,
+    bit: np.ndarray,
+    qualifying: list[int],
+) -> dict[str, np.ndarray]:
+    """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day."""
+    if len(starts) == 0:
+        return {name: np.zeros(0) for name in DAILY_COLUMNS}
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(mask.astype(np.int32), starts)
+
+    def last_ts(mask: np.ndarray | None = None) -> np.ndarray:
+        stamps = ts if mask is None else np.where(mask, ts, -1)
+        out = np.maximum.reduceat(stamps, starts).astype(np.float64)
+        out[out < 0] = np.nan
+        return out
+
+    fam = {name: fc == code for name, code in FAMILY_CODES.items()}
+    support = fam["complaint"] | fam["support_ticket"]
+    money = fam["purchase"] | fam["payment"]
+    qualifies = np.isin(fc, qualifying)
+    position = np.where(fam["payment"], np.arange(len(ts)), -1)
+    last_payment = np.maximum.reduceat(position, starts)
+    payment_amount = np.where(last_payment >= 0, amount[np.maximum(last_payment, 0)], np.nan)
+    mask_bits = np.where(bit >= 0, np.left_shift(np.uint64(1), bit.astype(np.uint64)), 0)
+    return {
+        "n_events": count(np.ones(len(ts), bool)),
+        "n_login": count(fam["login"]),
+        "n_feature_use": count(fam["feature_use"]),
+        "n_complaint": count(fam["complaint"]),
+        "n_ticket": count(fam["support_ticket"]),
+        "n_payment_failed": count(fam["payment_failed"]),
+        "n_purchase": count(fam["purchase"]),
+        "n_payment": count(fam["payment"]),
+        **{f"n_sev{lvl}": count(support & (severity == lvl)) for lvl in (1, 2, 3, 4)},
+        "n_qualifying": count(qualifies),
+        "last_event_us": last_ts(),
+        "last_login_us": last_ts(fam["login"]),
+        "last_feature_us": last_ts(fam["feature_use"]),
+        "last_complaint_us": last_ts(fam["complaint"]),
+        "last_active_us": last_ts(qualifies),
+        "spend": np.add.reduceat(np.where(money, np.nan_to_num(amount), 0.0), starts),
+        "payment_amount": payment_amount,
+        "feature_mask": np.bitwise_or.reduceat(mask_bits.astype(np.uint64), starts),
+    }
+
+
+DAILY_COLUMNS = (
+    "n_events",
+    "n_login",
+    "n_feature_use",
+    "n_complaint",
+    "n_ticket",
+    "n_payment_failed",
+    "n_purchase",
+    "n_payment",
+    "n_sev1",
+    "n_sev2",
+    "n_sev3",
+    "n_sev4",
+    "n_qualifying",
+    "last_event_us",
+    "last_login_us",
+    "last_feature_us",
+    "last_complaint_us",
+    "last_active_us",
+    "spend",
+    "payment_amount",
+    "feature_mask",
+)
 
 
 def _dense(values: np.ndarray) -> np.ndarray:
