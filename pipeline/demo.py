@@ -119,8 +119,11 @@ class SimParams:
     """Daily AR(1) persistence of the engagement deviation (half-life about 230 days)."""
     state_sd: float = 0.4
     """Stationary spread of the engagement deviation."""
-    shock_rate: float = 0.001
-    """Daily probability of a bad support experience (before the engagement tilt)."""
+    shock_rate: float = 0.0002
+    """Daily probability of a bad support experience (before the engagement tilt). Shocks are
+    what no model can foresee: kept rare, and the hazard weighs the persistent engagement state
+    more than the loads of individual complaints and failed charges, so that the next 90 days'
+    hazard is mostly set by the state at as_of (the oracle stays reachable from the log)."""
     shock_drop: tuple[float, float] = (0.5, 1.2)
     """Uniform range of the engagement drop of a bad experience."""
     login_log_rate: float = -1.5
@@ -141,10 +144,10 @@ class SimParams:
     downgrade_rate: float = 0.008
     """Monthly chances of an MRR change at an invoice (tilted by engagement)."""
     base_log_hazard: float = -8.25
-    hazard_engagement: float = 1.2
+    hazard_engagement: float = 1.4
     hazard_narrow: float = 1.0
-    hazard_complaint: float = 0.35
-    hazard_failed: float = 0.5
+    hazard_complaint: float = 0.2
+    hazard_failed: float = 0.3
     complaint_half_life_d: float = 30.0
     failed_half_life_d: float = 20.0
     onboarding_amp: float = 2.0
