@@ -40,15 +40,21 @@ def as_of_schedule(
     """as_of dates (month or week starts, UTC midnight) whose label window is fully observed.
 
     Starts at ``config.first_as_of`` or the first period start ``min_history_days`` after the
-    first event; ends at ``config.last_as_of`` or the last start with as_of + h ≤ observed_until.
+    first event; ends at ``config.last_as_of`` or the last start with as_of + h ≤ observed_until,
+    whichever is earlier (a label window past observed_until is never scheduled).
     """
+    if not config.first_as_of and (first_event is None or pd.isna(first_event)):
+        raise DatasetError(
+            "the log has no valid events, so there is no history to schedule as_of dates from;"
+            " check the events input and its rejects file"
+        )
     start = (
         pd.Timestamp(config.first_as_of)
         if config.first_as_of
         else (pd.Timestamp(first_event).normalize() + pd.Timedelta(days=config.min_history_days))
     )
     last_known = pd.Timestamp(observed_until) - pd.Timedelta(days=horizon_days)
-    end = pd.Timestamp(config.last_as_of) if config.last_as_of else last_known
+    end = min(pd.Timestamp(config.last_as_of), last_known) if config.last_as_of else last_known
     freq = "MS" if config.frequency == "monthly" else "W-MON"
     dates = pd.date_range(start, end, freq=freq)
     return normalise_as_of(dates)
