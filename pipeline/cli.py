@@ -267,3 +267,125 @@ def _log_to_active_run(metrics: dict[str, float]) -> None:
 
     if tracking.active_run_id():
         tracking.log_metrics(metrics)
+
+
+@contextlib.contextmanager
+def _scoring_errors() -> Iterator[None]:
+    """Scoring and export errors (no model, feature mismatch, bad export) as clear messages."""
+    from pipeline.export import ExportError
+    from pipeline.model import FeatureMismatchError
+
+    try:
+        yield
+    except (FeatureMismatchError, ExportError, FileNotFoundError) as error:
+        _fail(str(error))
+
+
+@app.command()
+def score(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Snapshot date YYYY-MM-DD (UTC); default: end of the log."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Scores file (.parquet); default: <output_dir>/scores/scores.parquet."),
+    ] = None,
+    explain_all: Annotated[
+        bool, typer.Option("--explain-all", help="Reasons for every customer, not only at risk.")
+    ] = False,
+    tiers_from_config: Annotated[
+        bool,
+        typer.Option(
+            "--tiers-from-config", help="Use the config's tier policy instead of the model card's."
+        ),
+    ] = False,
+) -> None:
+    """Score the whole customer base at as_of with the champion: probability, tier, reasons."""
+    from pipeline.events import load_inputs
+    from pipeline.score import run_scoring
+
+    cfg = _config(config)
+    date = _dates([as_of])[0] if as_of else None
+    with _errors(), _scoring_errors():
+        with step("validating inputs"):
+            data = load_inputs(cfg)
+        with step("scoring"):
+            result, paths = run_scoring(
+                cfg, data, date, out, explain_all=explain_all, tiers_from_config=tiers_from_config
+            )
+    s = result.summary
+    c = s["customers"]
+    log.info(
+        "as_of %s, model v%s (%s): %d in base = %d scored + %d rejected %s",
+        s["as_of"],
+        s["model"]["version"],
+        s["model"]["source"],
+        c["base"],
+        c["scored"],
+        c["rejected"],
+        s["reject_reasons"] or "",
+    )
+    log.info(
+        "tiers %s; revenue at risk %.0f (red %.0f, orange %.0f); %d explained; %d upsell",
+        s["tiers"],
+        s["revenue_at_risk"]["total"],
+        s["revenue_at_risk"]["red"],
+        s["revenue_at_risk"]["orange"],
+        s["explained"],
+        s["upsell_candidates"],
+    )
+    log.info(
+        "scores → %s; rejects → %s; summary → %s",
+        paths["scores"],
+        paths["rejects"],
+        paths["summary"],
+    )
+
+
+@app.command()
+def export(
+    config: ConfigOption = DEFAULT_CONFIG,
+    scores: Annotated[
+        Path | None,
+        typer.Option(help="Scores file; default: <output_dir>/scores/scores.parquet."),
+    ] = None,
+    format_: Annotated[
+        str | None, typer.Option("--format", help="xlsx, csv or parquet; default: export.format.")
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option(help="owner, segment or none; default: export.by.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the exports; default: <output_dir>/export.")
+    ] = None,
+    upsell: Annotated[
+        bool, typer.Option("--upsell", help="Also list green upsell / referral candidates.")
+    ] = False,
+) -> None:
+    """At-risk lists per CS owner (red and orange by default) with a summary and a manifest."""
+    from pipeline.export import run_export
+    from pipeline.score import default_out
+
+    cfg = _config(config)
+    if format_ not in (None, "xlsx", "csv", "parquet"):
+        _fail(f"--format {format_!r}: use xlsx, csv or parquet")
+    if by not in (None, "owner", "segment", "none"):
+        _fail(f"--by {by!r}: use owner, segment or none")
+    with _errors(), _scoring_errors(), step("exporting"):
+        folder, manifest = run_export(
+            cfg, scores or default_out(cfg), out, format_, by, upsell=upsell
+        )
+    counts = manifest["counts"]
+    log.info(
+        "as_of %s, model v%s: %d listed %s, changes %s vs %s; revenue at risk listed %.0f",
+        manifest["as_of"],
+        manifest["model_version"],
+        counts["listed"],
+        counts["per_tier"],
+        counts["per_change"],
+        manifest["previous_as_of"] or "no previous run",
+        manifest["revenue_at_risk_listed"],
+    )
+    log.info("%d lists → %s (manifest.json last)", len(counts["per_part"]), folder)

@@ -136,3 +136,57 @@ def download_bundle(run_id: str, destination: Path) -> Path:
 def active_run_id() -> str | None:
     active = _mlflow().active_run()
     return active.info.run_id if active else None
+
+
+def store_reachable(tracking_uri: str) -> bool:
+    """Whether the tracking store answers, without creating one.
+
+    A ``sqlite:///`` store counts only when its file exists (opening a missing one would create
+    an empty store); any other URI is asked for one experiment with a short time-out.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).exists()
+    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        return Path(tracking_uri.removeprefix("file://")).exists()
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        _mlflow().MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as error:  # any failure means: score from the exported bundle instead
+        log.info("tracking store %s not reachable: %s", tracking_uri, error)
+        return False
+    return True
+
+
+def champion_bundle(model_name: str, destination: Path) -> tuple[Path, str, str] | None:
+    """Download the registry champion's verified text bundle; (folder, version, run id) or None
+    when the registry has no champion for ``model_name``."""
+    champion = champion_version(model_name)
+    if champion is None:
+        return None
+    version, run_id = champion
+    return download_bundle(run_id, destination), version, run_id
+
+
+def log_linked_run(
+    stage: str,
+    model_run_id: str | None,
+    model_version: str | None,
+    params: dict,
+    metrics: dict[str, float],
+    artifacts: tuple[Path, ...] | list[Path] = (),
+) -> str:
+    """A scoring or export run, tagged with the model's run id and version it used (the link
+    back to the training run); returns the new run id."""
+    tags = {
+        "stage": stage,
+        "model_run_id": str(model_run_id),
+        "model_version": str(model_version),
+    }
+    with run(stage, tags=tags) as run_id:
+        log_params(params)
+        log_metrics(metrics)
+        for path in artifacts:
+            if Path(path).exists():
+                log_artifact(Path(path))
+    return run_id

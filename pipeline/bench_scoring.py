@@ -1,0 +1,176 @@
+"""Scoring speed at scale: ``python -m pipeline.bench_scoring --out bench/scoring.json``.
+
+The demo base's feature rows at ``observed_until`` are replicated to ``--customers`` rows (one
+million by default); feature building is excluded from the timings. Measured, in a worker process
+pinned to ``--cores`` CPUs (``OMP_NUM_THREADS`` and CPU affinity):
+
+- ``score``: calibrated probabilities + customer value + tiers for every row (target ≤ 10 s for
+  1M rows on 2 cores);
+- ``reasons``: TreeSHAP contributions + sentences + actions for the red and orange rows (target
+  ≤ 0.2 ms per explained customer), and the sentence building alone;
+- peak resident memory of the worker and the model's size (trees × leaves).
+
+Wall times depend on what else runs on the machine; ``*_cpu_s`` (process CPU time, all threads)
+is reported beside them: on an otherwise idle machine wall ≈ CPU ÷ cores for the threaded steps
+(predict and TreeSHAP) and ≈ CPU for the sentence building (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("pipeline.bench_scoring")
+
+TARGET_SCORE_S = 10.0
+TARGET_REASON_MS = 0.2
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(config_path: Path, models_dir: Path, n_rows: int, result: Path) -> None:
+    """Build the demo features once, replicate them, time scoring and reasons; write JSON."""
+    import pandas as pd
+
+    from pipeline.config import load_config
+    from pipeline.events import load_inputs
+    from pipeline.explain import explain, reference_values
+    from pipeline.model import ModelBundle
+    from pipeline.score import build_base, customer_value, model_settings
+    from pipeline.tiers import assign_tiers, escalation_flags
+
+    config = load_config(config_path)
+    bundle = ModelBundle.load(models_dir)
+    features_cfg, label_cfg, tiers = model_settings(bundle.card, config)
+    data = load_inputs(config)
+    base = build_base(data, data.observed_until, features_cfg, label_cfg).features
+    rows = np.resize(np.arange(len(base)), n_rows)
+    frame = base.iloc[rows].reset_index(drop=True)
+    frame["customer_id"] = pd.Series(np.arange(n_rows)).astype("str")
+    rss_before = _rss_mb()
+    start, cpu = time.perf_counter(), time.process_time()
+    p = bundle.predict(frame)
+    value = customer_value(frame["mrr"].to_numpy(), p, config.value, label_cfg.horizon_days)
+    tier = assign_tiers(p, tiers, value, escalation_flags(frame, tiers))
+    score_s, score_cpu = time.perf_counter() - start, time.process_time() - cpu
+    at_risk = frame[tier != "green"]
+    refs = reference_values(frame, tier == "green", bundle.features)
+    start, cpu = time.perf_counter(), time.process_time()
+    contributions = bundle.model.contributions(at_risk)
+    shap_s, shap_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    reasons = explain(
+        at_risk,
+        contributions,
+        bundle.features,
+        refs,
+        config.explain.actions,
+        top_k=config.explain.top_k,
+        required=tier[tier != "green"] == "red",
+    )
+    words_s, words_cpu = time.perf_counter() - start, time.process_time() - cpu
+    n_explained = len(at_risk)
+    reason_ms = (shap_s + words_s) * 1000 / max(n_explained, 1)
+    out = {
+        "rows": n_rows,
+        "distinct_feature_rows": len(base),
+        "features": len(bundle.features),
+        "model": {"version": bundle.card.get("model_version"), **bundle.model.size()},
+        "score_s": round(score_s, 3),
+        "score_us_per_row": round(score_s * 1e6 / n_rows, 3),
+        "score_cpu_s": round(score_cpu, 3),
+        "score_target_s": TARGET_SCORE_S,
+        "score_ok": score_s <= TARGET_SCORE_S * n_rows / 1_000_000,
+        "tiers": {t: int((tier == t).sum()) for t in ("red", "orange", "green")},
+        "explained": n_explained,
+        "contributions_s": round(shap_s, 3),
+        "contributions_cpu_s": round(shap_cpu, 3),
+        "sentences_s": round(words_s, 3),
+        "sentences_cpu_s": round(words_cpu, 3),
+        "reasons_ms_per_customer": round(reason_ms, 4),
+        "sentences_us_per_customer": round(words_s * 1e6 / max(n_explained, 1), 3),
+        "reasons_cpu_ms_per_customer": round(
+            (shap_cpu + words_cpu) * 1000 / max(n_explained, 1), 4
+        ),
+        "reasons_target_ms": TARGET_REASON_MS,
+        "reasons_ok": reason_ms <= TARGET_REASON_MS,
+        "red_without_reason": int(
+            (reasons["reason_1_sentence"].isna() & (tier[tier != "green"] == "red")).sum()
+        ),
+        "peak_rss_mb_before_scoring": round(rss_before, 1),
+        "peak_rss_mb": round(_rss_mb(), 1),
+        "example_reasons": reasons["reasons"].dropna().head(3).tolist(),
+    }
+    result.write_text(json.dumps(out, indent=2))
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    """Run the worker pinned to ``args.cores`` CPUs and collect its figures with the machine's."""
+    result = Path(args.out).with_suffix(".worker.json")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {"OMP_NUM_THREADS": str(args.cores)}
+    cpus = sorted(os.sched_getaffinity(0))[: args.cores]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.bench_scoring",
+        "--worker",
+        "--config",
+        str(args.config),
+        "--models",
+        str(args.models),
+        "--customers",
+        str(args.customers),
+        "--out",
+        str(result),
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    figures = json.loads(result.read_text())
+    result.unlink()
+    return {
+        "machine": {
+            "cores_used": len(cpus),
+            "cpus_available": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "worker_wall_s_incl_feature_building": round(time.perf_counter() - start, 1),
+        **figures,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/scoring.json"))
+    parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
+    parser.add_argument("--models", type=Path, default=Path("models/champion"))
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.worker:
+        worker(args.config, args.models, args.customers, args.out)
+        return
+    figures = run_bench(args)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    log.info(json.dumps(figures, indent=2))
+    log.info("→ %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
