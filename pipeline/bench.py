@@ -247,7 +247,9 @@ def worker_reference(config_path: Path, dates: list[str], out: Path, result: Pat
         events = events_frame(data.con)
         data.con.close()
     with timer.span("reference features"):
-        frame = reference_features(events, data.customers, dates, config.features)
+        frame = reference_features(
+            events, data.customers, dates, config.features, config.label.qualifying_families
+        )
     with timer.span("write parquet"):
         write_frame(frame, out)
     write_json({"phases_s": timer.rounded(), "rows": len(frame)}, result)

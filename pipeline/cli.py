@@ -389,3 +389,29 @@ def export(
         manifest["revenue_at_risk_listed"],
     )
     log.info("%d lists → %s (manifest.json last)", len(counts["per_part"]), folder)
+
+
+@app.command()
+def report(
+    config: ConfigOption = DEFAULT_CONFIG,
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file; default: <output_dir>/report.html.")
+    ] = None,
+    backtest_dates: Annotated[
+        int, typer.Option(min=1, help="Monthly as_of dates with known outcomes for the tiers.")
+    ] = 6,
+    top: Annotated[int, typer.Option(min=1, help="Rows of the at-risk list to show.")] = 25,
+) -> None:
+    """One self-contained HTML report: KPIs, model quality, tiers backtest, at-risk list."""
+    from pipeline.events import load_inputs
+    from pipeline.report import run_report
+
+    cfg = _config(config)
+    with _errors():
+        with step("validating inputs"):
+            data = load_inputs(cfg)
+        with step("building the report"):
+            path = run_report(
+                cfg, out, data=data, n_dates=backtest_dates, top=top, config_path=str(config)
+            )
+    log.info("report → %s (self-contained; open it in a browser)", path)

@@ -33,7 +33,8 @@ def events_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def n_product_features(events: pd.DataFrame) -> int:
-    """How many distinct product features the whole log names (feature-use events only)."""
+    """How many distinct product features ``events`` name (feature-use events only); called
+    with the events before as_of, so that features first used later do not count."""
     used = events[(events["family"] == "feature_use") & events["feature"].notna()]
     return int(used["feature"].nunique())
 
@@ -52,9 +53,15 @@ def reference_features(
     then in the order of ``customers`` (the validated table is sorted by customer_id).
     """
     config = config or FeatureConfig()
-    n_features = n_product_features(events)
     frames = [
-        features_at(events, customers, as_of, config, n_features, tuple(qualifying_families))
+        features_at(
+            events,
+            customers,
+            as_of,
+            config,
+            n_product_features(events[events["occurred_at"] < as_of]),
+            tuple(qualifying_families),
+        )
         for as_of in normalise_as_of(as_of_dates)
     ]
     return pd.concat(frames, ignore_index=True)
