@@ -153,7 +153,7 @@ def features(
     ),
 ) -> None:
     """Point-in-time features for every eligible customer at each --as-of date, in one pass."""
-    from pipeline.features import build_daily_log, build_features
+    from pipeline.features import features_for_dates
     from pipeline.io import write_frame
 
     cfg = _config(config)
@@ -165,13 +165,9 @@ def features(
             data = load_inputs(cfg)
         dates = dates or [data.observed_until]
         with step("building features"):
-            daily = build_daily_log(
-                data.con,
-                data.customers["customer_id"].to_numpy(),
-                cfg.label.qualifying_families,
-                until=max(dates),
+            frame = features_for_dates(
+                data.con, data.customers, dates, cfg.features, cfg.label.qualifying_families
             )
-            frame = build_features(daily, data.customers, dates, cfg.features)
         write_frame(frame, out)
     log.info("wrote %d rows × %d features to %s", len(frame), frame.shape[1] - 2, out)
 

@@ -24,6 +24,8 @@ FAMILIES: tuple[str, ...] = (
     "payment",
 )
 """Signal families that raw ``event_type`` values map to (see ``EventTypes``)."""
+FAMILY_CODES: dict[str, int] = {family: code for code, family in enumerate(FAMILIES, start=1)}
+"""Small integer per signal family in the compact event store (0 = an unmapped event type)."""
 
 
 class ConfigError(ValueError):
@@ -93,6 +95,9 @@ class EventTypes(_Section):
 class ValidationConfig(_Section):
     max_reject_share: Annotated[float, Field(ge=0, le=1)] = 0.01
     """The run fails when rejected rows exceed this share of the input."""
+    partition_customers: Annotated[int, Field(ge=1000)] = 25_000
+    """Customers per partition of the compact event store; features are built one partition
+    at a time, so memory stays bounded whatever the size of the log."""
 
 
 class LabelConfig(_Section):

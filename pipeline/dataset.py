@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from pipeline.config import DatasetConfig, FeatureConfig, LabelConfig
-from pipeline.features import KEYS, build_features_for_grid
+from pipeline.features import KEYS, build_features_for_grid, map_partitions
 from pipeline.features.daily import DailyLog
-from pipeline.features.grid import build_grid, normalise_as_of
+from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.labels import build_labels
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,20 @@ class TrainingSet:
         return self.frame[self.frame["slice"] == name].reset_index(drop=True)
 
 
+def labelled_rows(
+    grid: Grid, features: FeatureConfig, label: LabelConfig, observed_until: pd.Timestamp
+) -> pd.DataFrame:
+    """Features + ``churned`` (int8) for the grid's in-base rows whose label is known."""
+    feats = build_features_for_grid(grid, features)
+    labels = build_labels(grid, label, observed_until)
+    frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
+    frame = frame[frame["churned"].notna()].reset_index(drop=True)
+    frame["churned"] = frame["churned"].astype(np.int8)
+    return frame
+
+
 def build_training_set(
-    daily: DailyLog,
+    source: DailyLog | duckdb.DuckDBPyConnection,
     customers: pd.DataFrame,
     dates: pd.DatetimeIndex,
     split: dict[str, pd.DatetimeIndex],
@@ -113,14 +126,22 @@ def build_training_set(
 ) -> TrainingSet:
     """Features + ``churned`` label for every in-base (customer, as_of) with a known label.
 
-    One grid over all dates, so the feature pass is shared (the same path as ``churn features``).
+    ``source`` is one daily log, or the DuckDB connection of validated data, whose event store
+    is then read one customer partition at a time (bounded memory). Either way one feature pass
+    serves all dates (the same path as ``churn features``).
     """
-    grid = build_grid(daily, customers, normalise_as_of(dates))
-    feats = build_features_for_grid(grid, features)
-    labels = build_labels(grid, label, observed_until)
-    frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
-    frame = frame[frame["churned"].notna()].reset_index(drop=True)
-    frame["churned"] = frame["churned"].astype(np.int8)
+    dates = normalise_as_of(dates)
+    if isinstance(source, DailyLog):
+        frame = labelled_rows(build_grid(source, customers, dates), features, label, observed_until)
+    else:
+        frame = map_partitions(
+            source,
+            customers,
+            dates,
+            label.qualifying_families,
+            lambda grid: labelled_rows(grid, features, label, observed_until),
+            until=observed_until,
+        )
     slice_of = {d: name for name, ds in split.items() for d in ds}
     frame["slice"] = frame["as_of"].map(slice_of).fillna("unused").astype("str")
     for name in SLICES:

@@ -13,13 +13,16 @@ report; values with an offset are converted to UTC. In memory they are naive UTC
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
-from pipeline.config import FAMILIES, Config, EventTypes
+from pipeline.config import FAMILIES, FAMILY_CODES, Config, EventTypes
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,18 @@ class ValidationReport:
 
 @dataclass
 class ValidatedData:
-    """Valid events (DuckDB table ``events`` in ``con``), valid customers, and the report."""
+    """Valid events (DuckDB views ``events`` and ``events_compact`` in ``con``, over a compact
+    Parquet store partitioned by customer), valid customers, and the report.
+
+    The store lives in a temporary folder that is removed when this object is garbage-collected.
+    """
 
     con: duckdb.DuckDBPyConnection
     customers: pd.DataFrame
     report: ValidationReport
     event_rejects: pd.DataFrame
     customer_rejects: pd.DataFrame
+    store: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
     def observed_until(self) -> pd.Timestamp:
@@ -267,6 +275,8 @@ def validate_events(
     check_customers: bool = True,
     label: str = "events",
     check_duplicates: bool = True,
+    store_dir: Path | None = None,
+    partition_customers: int = 25_000,
 ) -> tuple[pd.DataFrame, dict[str, int], int]:
     """Validate the log; define the DuckDB relation ``events`` holding the valid rows.
 
@@ -275,10 +285,12 @@ def validate_events(
     in the future. With ``check_customers`` the table ``customers`` must exist and events of
     customers not in it are rejected.
 
-    Speed: for Parquet and in-memory frames ``events`` is a view, so validation and every later
-    step are scans of the file with the checks pushed into them; nothing of the size of the log
-    is copied. A CSV log is parsed once into a table.
+    Speed and memory: the checks run inside one streaming scan of the file, which writes the
+    valid rows once, compact (integer customer codes, epoch microseconds, family codes) and
+    partitioned by customer, to ``store_dir`` (Parquet). ``events_compact`` and ``events`` are
+    views over that store; nothing of the size of the log is held in memory.
     """
+    store_dir = Path(store_dir or tempfile.mkdtemp(prefix="churn-events-")) / "compact"
     src = _source_sql(con, source, "events")
     label = _source_label(source, label)
     cols = _columns(con, src)
@@ -299,10 +311,9 @@ def validate_events(
         else "occurred_at IS NULL"
     )
     mapping = event_types.mapping()
-    con.register(
-        "_family_frame",
-        pd.DataFrame({"event_type": list(mapping), "family": list(mapping.values())}, dtype="str"),
-    )
+    families = pd.DataFrame({"event_type": list(mapping), "family": list(mapping.values())})
+    families["fc"] = families["family"].map(FAMILY_CODES).astype("int8")
+    con.register("_family_frame", families.astype({"event_type": "str", "family": "str"}))
     con.execute("CREATE OR REPLACE TEMP TABLE _event_families AS SELECT * FROM _family_frame")
     con.unregister("_family_frame")
     bound = _timestamp_literal(not_after)
@@ -337,21 +348,15 @@ def validate_events(
                    {amount} AS amount, {amount_raw} AS amount_raw,
                    CAST({severity} AS TINYINT) AS severity, {severity_raw} AS severity_raw
             FROM {src}
-        ) e LEFT JOIN _event_families f USING (event_type)
+        ) e LEFT JOIN (SELECT event_type, family FROM _event_families) f USING (event_type)
     """
     is_csv = isinstance(source, Path | str) and Path(source).suffix.lower() == ".csv"
     kind = "TABLE" if is_csv else "VIEW"
     con.execute("DROP VIEW IF EXISTS events_parsed; DROP TABLE IF EXISTS events_parsed")
     con.execute(f"CREATE TEMP {kind} events_parsed AS {parsed}")
-    raw_key = ", ".join(c for c in (*EVENT_REQUIRED, *EVENT_OPTIONAL) if c in cols)
-    duplicates = _duplicate_rows(con, src, raw_key) if check_duplicates else 0
-    not_duplicate = "AND _row NOT IN (SELECT _row FROM _duplicate_rows)" if duplicates else ""
-    con.execute("DROP VIEW IF EXISTS events; DROP TABLE IF EXISTS events")
-    con.execute(f"""
-        CREATE TEMP VIEW events AS
-        SELECT customer_id, occurred_at, event_type, family, feature, amount, severity
-        FROM events_parsed WHERE reason IS NULL {not_duplicate}
-    """)
+    parts = _write_store(con, store_dir, check_customers, partition_customers)
+    duplicates = _duplicate_rows(con, store_dir, parts) if check_duplicates else 0
+    _create_event_views(con, store_dir, parts, duplicates, partition_customers)
     rejects = con.execute(f"""
         WITH bad AS (
             SELECT _row, reason FROM events_parsed WHERE reason IS NOT NULL
@@ -373,7 +378,7 @@ def validate_events(
     """).df()
     unknown = dict(
         con.execute(
-            "SELECT event_type, count(*) FROM events WHERE family IS NULL"
+            "SELECT event_type, count(*) FROM events_compact WHERE fc = 0"
             " GROUP BY 1 ORDER BY 2 DESC, 1"
         ).fetchall()
     )
@@ -385,27 +390,99 @@ def validate_events(
     return rejects, unknown, int(n_naive)
 
 
-def _duplicate_rows(con: duckdb.DuckDBPyConnection, src: str, raw_key: str) -> int:
-    """Find exact repeats of an earlier valid row; their row numbers go to ``_duplicate_rows``.
+COMPACT_COLUMNS = (
+    "code INTEGER, ts BIGINT, event_type VARCHAR, fc TINYINT, family VARCHAR, feature VARCHAR,"
+    " amount DOUBLE, severity TINYINT, _row BIGINT, part INTEGER"
+)
 
-    A hash of the raw columns, grouped, finds the few candidate rows; the exact comparison (on
-    parsed values, among valid rows) runs on those only. Returns the number of duplicates.
+
+def _write_store(
+    con: duckdb.DuckDBPyConnection, store_dir: Path, check_customers: bool, size: int
+) -> list[int]:
+    """Write the valid events, compact and partitioned by customer code, to ``store_dir``.
+
+    One streaming pass: ``code`` is the customer's position in the sorted customers table,
+    ``ts`` epoch microseconds (UTC), ``fc`` the family code; partition ``part`` holds the
+    customers with ``code // size == part``. Returns the partition numbers written.
     """
-    key = "customer_id, occurred_at, event_type, feature, amount, severity"
+    base = "customers" if check_customers else "(SELECT DISTINCT customer_id FROM events_parsed)"
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _duplicate_rows AS
-        WITH repeated AS (
-            SELECT hash({raw_key}) AS h FROM {src} GROUP BY h HAVING count(*) > 1
-        ), candidates AS (
-            SELECT _row FROM {src} WHERE hash({raw_key}) IN (SELECT h FROM repeated)
-        )
-        SELECT _row FROM (
-            SELECT _row, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
-            FROM events_parsed
-            WHERE reason IS NULL AND _row IN (SELECT _row FROM candidates)
-        ) WHERE copy > 1
+        CREATE OR REPLACE TEMP TABLE customer_codes AS
+        SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS code
+        FROM {base} WHERE customer_id IS NOT NULL
     """)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    store_dir.mkdir(parents=True)
+    con.execute(
+        f"""
+        COPY (
+            SELECT c.code, epoch_us(e.occurred_at) AS ts, e.event_type,
+                   coalesce(f.fc, 0)::TINYINT AS fc, e.family, e.feature, e.amount, e.severity,
+                   e._row::BIGINT AS _row, (c.code // {int(size)})::INTEGER AS part
+            FROM events_parsed e
+            JOIN customer_codes c USING (customer_id)
+            LEFT JOIN _event_families f USING (event_type)
+            WHERE e.reason IS NULL
+        ) TO {_literal(str(store_dir))} (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE)
+        """
+    )
+    return sorted(int(p.name.split("=", 1)[1]) for p in store_dir.glob("part=*"))
+
+
+def _part_glob(store_dir: Path, part: int | None = None) -> str:
+    folder = "part=*" if part is None else f"part={int(part)}"
+    return _literal(str(store_dir / folder / "*.parquet"))
+
+
+def _duplicate_rows(con: duckdb.DuckDBPyConnection, store_dir: Path, parts: list[int]) -> int:
+    """Exact repeats of an earlier valid row go to ``_duplicate_rows`` (their row numbers).
+
+    Per partition: rows sharing (customer, timestamp) are the only candidates (a cheap integer
+    GROUP BY); the exact comparison on all columns runs on those. Returns the number found.
+    """
+    con.execute("CREATE OR REPLACE TEMP TABLE _duplicate_rows (_row BIGINT)")
+    key = "code, ts, event_type, feature, amount, severity"
+    for part in parts:
+        files = f"read_parquet({_part_glob(store_dir, part)})"
+        con.execute(f"""
+            INSERT INTO _duplicate_rows
+            SELECT _row FROM (
+                SELECT _row, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
+                FROM {files}
+                WHERE (code, ts) IN (
+                    SELECT (code, ts) FROM {files} GROUP BY code, ts HAVING count(*) > 1)
+            ) WHERE copy > 1
+        """)
     return int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchall()[0][0])
+
+
+def _create_event_views(
+    con: duckdb.DuckDBPyConnection, store_dir: Path, parts: list[int], duplicates: int, size: int
+) -> None:
+    """``events_compact`` (codes, for the feature pass) and ``events`` (names, for everyone)."""
+    if parts:
+        source = f"read_parquet({_part_glob(store_dir)}, hive_partitioning = true)"
+    else:
+        columns = ", ".join(
+            f"CAST(NULL AS {c.split()[1]}) AS {c.split()[0]}" for c in COMPACT_COLUMNS.split(",")
+        )
+        source = f"(SELECT {columns} LIMIT 0)"
+    keep = "WHERE _row NOT IN (SELECT _row FROM _duplicate_rows)" if duplicates else ""
+    n_codes = con.execute("SELECT count(*) FROM customer_codes").fetchall()[0][0]
+    bounds = pd.DataFrame({"part": np.arange(max(1, -(-n_codes // size)), dtype=np.int32)})
+    bounds["lo"] = bounds["part"] * size
+    bounds["hi"] = np.minimum(bounds["lo"] + size, n_codes).astype(np.int32)
+    con.register("_partition_frame", bounds)
+    con.execute("CREATE OR REPLACE TEMP TABLE _partitions AS SELECT * FROM _partition_frame")
+    con.unregister("_partition_frame")
+    con.execute("DROP VIEW IF EXISTS events_compact; DROP VIEW IF EXISTS events")
+    con.execute(f"CREATE TEMP VIEW events_compact AS SELECT * FROM {source} {keep}")
+    con.execute("""
+        CREATE TEMP VIEW events AS
+        SELECT c.customer_id, make_timestamp(e.ts) AS occurred_at, e.event_type, e.family,
+               e.feature, e.amount, e.severity
+        FROM events_compact e JOIN customer_codes c USING (code)
+    """)
 
 
 def _counts(rejects: pd.DataFrame) -> dict[str, int]:
@@ -423,6 +500,7 @@ def load_and_validate(
     observed_until: pd.Timestamp | None = None,
     rejects_dir: Path | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    partition_customers: int = 25_000,
 ) -> ValidatedData:
     """Validate customers then events; write rejects files; fail past ``max_reject_share``.
 
@@ -433,15 +511,24 @@ def load_and_validate(
     con = con or connect()
     not_after = pd.Timestamp(observed_until) if observed_until is not None else _utc_now()
     customers_df, customer_rejects = validate_customers(con, customers)
-    event_rejects, unknown, n_naive = validate_events(con, events, event_types, not_after)
-    n_valid, last = con.execute("SELECT count(*), max(occurred_at) FROM events").fetchall()[0]
-    without = con.execute(
-        "SELECT count(*) FROM customers c WHERE NOT EXISTS"
-        " (SELECT 1 FROM events e WHERE e.customer_id = c.customer_id)"
-    ).fetchall()[0][0]
+    store = tempfile.TemporaryDirectory(prefix="churn-events-")
+    event_rejects, unknown, n_naive = validate_events(
+        con,
+        events,
+        event_types,
+        not_after,
+        store_dir=Path(store.name),
+        partition_customers=partition_customers,
+    )
+    n_valid, last_us, with_events = con.execute(
+        "SELECT count(*), max(ts), count(DISTINCT code) FROM events_compact"
+    ).fetchall()[0]
+    without = len(customers_df) - int(with_events)
     if observed_until is None:
         observed_until = (
-            pd.Timestamp(last).normalize() + pd.Timedelta(days=1) if last is not None else not_after
+            pd.Timestamp(last_us, unit="us").normalize() + pd.Timedelta(days=1)
+            if last_us is not None
+            else not_after
         )
     report = ValidationReport(
         events_in=int(n_valid + len(event_rejects)),
@@ -459,7 +546,7 @@ def load_and_validate(
         report.rejects_files = _write_rejects(rejects_dir, event_rejects, customer_rejects)
     _log_report(report)
     _check_share(report, max_reject_share, events, customers)
-    return ValidatedData(con, customers_df, report, event_rejects, customer_rejects)
+    return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, store)
 
 
 def _utc_now() -> pd.Timestamp:
@@ -550,4 +637,5 @@ def load_inputs(config: Config, con: duckdb.DuckDBPyConnection | None = None) ->
         ),
         rejects_dir=config.data.output_dir / "rejects",
         con=con,
+        partition_customers=config.validation.partition_customers,
     )

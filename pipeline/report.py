@@ -43,7 +43,6 @@ import pandas as pd
 from pipeline import plots
 from pipeline.config import Config, FeatureConfig, LabelConfig, TierConfig, ValueConfig
 from pipeline.events import ValidatedData
-from pipeline.features import DailyLog
 from pipeline.metrics import classification_metrics
 from pipeline.model import ModelBundle
 from pipeline.tiers import TIER_RANK, TIERS, assign_tiers, escalation_flags
@@ -122,7 +121,7 @@ def backtest_dates(
 
 
 def backtest_frame(
-    daily: DailyLog,
+    con,
     customers: pd.DataFrame,
     dates: pd.DatetimeIndex,
     features: FeatureConfig,
@@ -130,19 +129,24 @@ def backtest_frame(
     observed_until: pd.Timestamp,
 ) -> pd.DataFrame:
     """Features, ``has_events`` and the ``churned`` label (0/1) for every in-base customer at
-    each date whose label is known: one grid, one feature pass for all dates."""
-    from pipeline.features import KEYS, build_features_for_grid
-    from pipeline.features.grid import build_grid
-    from pipeline.labels import build_labels
+    each date whose label is known: one feature pass for all dates, partition by partition."""
+    from pipeline.dataset import labelled_rows
+    from pipeline.features import map_partitions
 
-    grid = build_grid(daily, customers, dates)
-    frame = build_features_for_grid(grid, features)
-    frame["has_events"] = ~np.isnan(grid.index.last_before("last_event_us"))
-    labels = build_labels(grid, label, observed_until)
-    frame = frame.merge(labels, on=KEYS, how="inner", validate="one_to_one")
-    frame = frame[frame["churned"].notna()].reset_index(drop=True)
-    frame["churned"] = frame["churned"].astype(np.int8)
-    return frame
+    def rows(grid) -> pd.DataFrame:
+        frame = labelled_rows(grid, features, label, observed_until)
+        has_events = pd.DataFrame(
+            {
+                "customer_id": grid.keys["customer_id"],
+                "as_of": grid.keys["as_of"],
+                "has_events": ~np.isnan(grid.index.last_before("last_event_us")),
+            }
+        )
+        return frame.merge(has_events, on=["customer_id", "as_of"], how="left")
+
+    return map_partitions(
+        con, customers, dates, label.qualifying_families, rows, until=observed_until
+    )
 
 
 def backtest_tiers(
@@ -964,7 +968,6 @@ def run_backtest(
 ) -> pd.DataFrame | None:
     """Score the champion on the last ``n_dates`` monthly as_of dates with known outcomes, with
     the card's feature, label and tier settings (see the module docstring)."""
-    from pipeline.features import build_daily_log
     from pipeline.score import model_settings
 
     features, label, tiers = model_settings(bundle.card, config)
@@ -975,13 +978,7 @@ def run_backtest(
     if len(dates) == 0:
         log.warning("backtest: no as_of date with a known outcome; tiers section left empty")
         return None
-    daily = build_daily_log(
-        data.con,
-        data.customers["customer_id"].to_numpy(),
-        label.qualifying_families,
-        until=until,
-    )
-    frame = backtest_frame(daily, data.customers, dates, features, label, until)
+    frame = backtest_frame(data.con, data.customers, dates, features, label, until)
     out = backtest_tiers(
         frame,
         bundle,

@@ -37,8 +37,9 @@ from pipeline.config import (
 )
 from pipeline.events import InputError, ValidatedData
 from pipeline.explain import explain, reference_values, upsell_candidates
-from pipeline.features import KEYS, build_daily_log, build_features_for_grid
-from pipeline.features.grid import build_grid, normalise_as_of
+from pipeline.features import KEYS, build_features_for_grid, map_partitions
+from pipeline.features.daily import product_features
+from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import write_frame, write_json
 from pipeline.labels import in_base
 from pipeline.model import ModelBundle
@@ -125,16 +126,20 @@ def build_base(
 ) -> Base:
     """One feature pass at ``as_of`` for every valid customer in the base (see module doc)."""
     customers = data.customers
-    daily = build_daily_log(
-        data.con, customers["customer_id"].to_numpy(), label.qualifying_families, until=as_of
+
+    def base_rows(grid: Grid) -> pd.DataFrame:
+        frame = build_features_for_grid(grid, features)
+        frame["owner"] = grid.customers["owner"].astype("str").to_numpy()
+        frame["segment"] = grid.customers["segment"].astype("str").to_numpy()
+        frame["last_activity_at"] = _timestamps(grid.index.last_before("last_active_us"))
+        frame["has_events"] = ~np.isnan(grid.index.last_before("last_event_us"))
+        frame["in_base"] = in_base(grid, label)
+        return frame
+
+    frame = map_partitions(
+        data.con, customers, [as_of], label.qualifying_families, base_rows, until=as_of
     )
-    grid = build_grid(daily, customers, pd.DatetimeIndex([as_of]))
-    frame = build_features_for_grid(grid, features)
-    member = in_base(grid, label)
-    frame["owner"] = grid.customers["owner"].astype("str").to_numpy()
-    frame["segment"] = grid.customers["segment"].astype("str").to_numpy()
-    frame["last_activity_at"] = _timestamps(grid.index.last_before("last_active_us"))
-    frame["has_events"] = ~np.isnan(grid.index.last_before("last_event_us"))
+    member = frame.pop("in_base").to_numpy()
     signup = customers["signup_at"].to_numpy("datetime64[us]")
     churned = customers["churned_at"].to_numpy("datetime64[us]")
     stamp = np.datetime64(as_of.to_datetime64(), "us")
@@ -145,7 +150,8 @@ def build_base(
         "lapsed_not_in_base": int((~member).sum()),
         "base": int(member.sum()),
     }
-    return Base(frame[member].reset_index(drop=True), counts, len(daily.features), as_of)
+    n_features = len(product_features(data.con))
+    return Base(frame[member].reset_index(drop=True), counts, n_features, as_of)
 
 
 def _timestamps(epoch_us: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from pipeline import plots, tracking
 from pipeline.config import Config, TrainConfig
 from pipeline.dataset import TrainingSet, as_of_schedule, build_training_set, out_of_time_split
 from pipeline.events import ValidatedData, load_inputs
-from pipeline.features import KEYS, build_daily_log, feature_columns
+from pipeline.features import KEYS, feature_columns
 from pipeline.io import write_frame, write_json
 from pipeline.metrics import classification_metrics, tier_table
 from pipeline.model import ChurnModel, ModelBundle, ProbabilityCalibrator, dtype_kind
@@ -231,15 +231,9 @@ def run_training(
     first_event = data.con.execute("SELECT min(occurred_at) FROM events").fetchall()[0][0]
     dates = as_of_schedule(first_event, data.observed_until, config.dataset, horizon)
     split = out_of_time_split(dates, horizon, config.dataset)
-    daily = build_daily_log(
-        data.con,
-        data.customers["customer_id"].to_numpy(),
-        config.label.qualifying_families,
-        until=data.observed_until,
-    )
     used = pd.DatetimeIndex(sorted(d for ds in split.values() for d in ds))
     training = build_training_set(
-        daily, data.customers, used, split, config.features, config.label, data.observed_until
+        data.con, data.customers, used, split, config.features, config.label, data.observed_until
     )
     model = fit_churn_model(training, config.train, on_iteration)
     log.info("LightGBM stopped at %d trees (%s)", model.best_iteration_, model.size())

@@ -158,11 +158,6 @@ def test_reference_counts_an_event_at_as_of_as_future_and_one_microsecond_before
     assert set(frame["customer_id"]) == {"c1", "c2", "c3", "c4", "c6"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billing.mrr: a latest payment day whose payments lack an amount falls back to the"
-    " customers table's MRR instead of the last known payment amount (present='n_payment')",
-)
 def test_a_payment_without_amount_does_not_hide_the_last_known_payment_amount() -> None:
     events = pd.DataFrame(
         {

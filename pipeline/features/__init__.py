@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import duckdb
 import pandas as pd
 
 from pipeline.config import FeatureConfig
 from pipeline.features.billing import build_billing
 from pipeline.features.breadth import build_breadth
-from pipeline.features.daily import DailyLog, build_daily_log
+from pipeline.features.daily import DailyLog, build_daily_log, partitions, product_features
 from pipeline.features.frequency import build_frequency
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.features.lifecycle import STAGES, build_lifecycle
@@ -79,6 +80,54 @@ def build_features(
     return frame
 
 
+def map_partitions(
+    con: duckdb.DuckDBPyConnection,
+    customers: pd.DataFrame,
+    as_of: list | pd.DatetimeIndex,
+    qualifying_families: list[str],
+    fn: Callable[[Grid], pd.DataFrame],
+    until: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Run ``fn`` on the grid of each customer partition of the event store and stack results.
+
+    Features are per customer, so partitions are independent: memory is bounded by one
+    partition, whatever the size of the log. Rows come back ordered by as_of, then customer_id,
+    exactly as one unpartitioned grid would give them.
+    """
+    as_of = normalise_as_of(as_of)
+    ids = customers["customer_id"].to_numpy()
+    products = product_features(con)
+    frames = []
+    for part, _, _ in partitions(con):
+        daily = build_daily_log(con, ids, qualifying_families, until, part=part, features=products)
+        frames.append(fn(build_grid(daily, customers, as_of)))
+    frames = [f for f in frames if len(f)] or frames[:1]
+    frame = pd.concat(frames, ignore_index=True)
+    if len(frames) > 1:
+        frame = frame.sort_values(["as_of", "customer_id"], kind="stable", ignore_index=True)
+    return frame
+
+
+def features_for_dates(
+    con: duckdb.DuckDBPyConnection,
+    customers: pd.DataFrame,
+    as_of: list | pd.DatetimeIndex,
+    config: FeatureConfig,
+    qualifying_families: list[str],
+) -> pd.DataFrame:
+    """Features for every eligible customer at each as_of, partition by partition, reading
+    only events before the last as_of."""
+    as_of = normalise_as_of(as_of)
+    return map_partitions(
+        con,
+        customers,
+        as_of,
+        qualifying_families,
+        lambda grid: build_features_for_grid(grid, config),
+        until=as_of.max(),
+    )
+
+
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     """The model-input columns of a features frame (everything but the keys)."""
     return [c for c in frame.columns if c not in KEYS]
@@ -92,5 +141,7 @@ __all__ = [
     "build_daily_log",
     "build_features",
     "feature_columns",
+    "features_for_dates",
+    "map_partitions",
     "normalise_as_of",
 ]

@@ -16,8 +16,8 @@ def build_billing(grid: Grid) -> pd.DataFrame:
     ``mrr_change_90d``: ``mrr`` minus the last payment before as_of − 90 days (0.0 when either
     is unknown)."""
     idx = grid.index
-    last = idx.last_before("payment_amount", present="n_payment")
-    before = idx.last_before("payment_amount", end=-90, present="n_payment")
+    last = idx.last_before("payment_amount")
+    before = idx.last_before("payment_amount", end=-90)
     static = grid.customers["mrr"].to_numpy(dtype=np.float64)
     mrr = np.where(np.isnan(last), static, last)
     change = np.where(np.isnan(last) | np.isnan(before), 0.0, last - before)

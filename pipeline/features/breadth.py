@@ -22,9 +22,7 @@ def build_breadth(grid: Grid) -> pd.DataFrame:
         used = ((mask >> np.uint64(bit)) & np.uint64(1)).astype(np.int64)
         for days, total in distinct.items():
             total += idx.window_sum_of(f"feature_bit_{bit}", used, -days) > 0
-        days_used = idx.daily.day[used > 0]
-        if len(days_used):
-            known += days_used.min() < idx.q_day
+        known += idx.daily.feature_first_day[bit] < idx.q_day
     share = np.divide(distinct[90], known, out=np.zeros(len(known), np.float64), where=known > 0)
     return pd.DataFrame(
         {

@@ -17,14 +17,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipeline.config import FAMILIES
+from pipeline.config import FAMILY_CODES
 
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
 MAX_FEATURES = 64
-
-FAMILY_CODES = {family: code for code, family in enumerate(FAMILIES, start=1)}
-"""Small integer per signal family (0 = an event type the config does not map)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +37,16 @@ class DailyLog:
     day: np.ndarray
     columns: dict[str, np.ndarray]
     features: tuple[str, ...]
+    code_range: tuple[int, int] = (0, -1)
+    """The customer codes [lo, hi) this log covers (one partition); hi = -1 means all."""
+    feature_first_day: np.ndarray | None = None
+    """Per product feature, the first day anyone (in any partition) used it."""
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Every customer code covered, with or without events."""
+        lo, hi = self.code_range
+        return np.arange(lo, len(self.customer_ids) if hi < 0 else hi, dtype=np.int64)
 
     @property
     def key(self) -> np.ndarray:
@@ -53,13 +60,15 @@ def _key(code: np.ndarray, day: np.ndarray) -> np.ndarray:
     return (np.asarray(code, dtype=np.int64) << DAY_BITS) | np.asarray(day, dtype=np.int64)
 
 
-def product_features(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
-    """The distinct product features used in the valid log, sorted by name."""
+def product_features(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The product features used in the valid log, sorted by name, each with the UTC day
+    (days since 1970) anyone first used it."""
     rows = con.execute(
-        "SELECT DISTINCT feature FROM events WHERE family = 'feature_use' AND feature IS NOT NULL"
-        " ORDER BY 1"
+        f"SELECT feature, min(ts) // {US_PER_DAY} FROM events_compact"
+        " WHERE fc = $fc AND feature IS NOT NULL GROUP BY 1 ORDER BY 1",
+        {"fc": FAMILY_CODES["feature_use"]},
     ).fetchall()
-    names = tuple(r[0] for r in rows)
+    names = {str(r[0]): int(r[1]) for r in rows}
     if len(names) > MAX_FEATURES:
         raise ValueError(
             f"the log names {len(names)} distinct product features; at most {MAX_FEATURES} are"
@@ -68,53 +77,69 @@ def product_features(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
     return names
 
 
+def partitions(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int]]:
+    """(partition, first code, end code) of every customer partition of the event store."""
+    return [tuple(r) for r in con.execute("SELECT * FROM _partitions ORDER BY 1").fetchall()]
+
+
+def _check_customer_order(con: duckdb.DuckDBPyConnection, customer_ids: np.ndarray) -> None:
+    stored = con.execute("SELECT customer_id FROM customer_codes ORDER BY code").fetchnumpy()
+    if not np.array_equal(
+        np.asarray(stored["customer_id"], dtype=object), np.asarray(customer_ids, dtype=object)
+    ):
+        raise ValueError(
+            "customer_ids must be the validated customers in their stored order"
+            " (ValidatedData.customers['customer_id'])"
+        )
+
+
 def build_daily_log(
     con: duckdb.DuckDBPyConnection,
     customer_ids: np.ndarray,
     qualifying_families: list[str],
     until: pd.Timestamp | None = None,
+    part: int | None = None,
+    features: dict[str, int] | None = None,
 ) -> DailyLog:
-    """Per-(customer, UTC day) counts and values from the DuckDB relation ``events``.
+    """Per-(customer, UTC day) counts and values from the compact event store.
 
-    DuckDB streams the valid events as narrow integer columns ordered by (customer, time);
-    numpy then reduces each run of equal (customer, day) keys with ``reduceat`` — one pass, no
-    per-customer loop (a SQL GROUP BY with twenty FILTER aggregates measured 3× slower).
-    ``customer_ids`` fixes the customer codes (position in that array); events of other
-    customers are ignored. ``until`` (exclusive) drops later events. Qualifying events (use of
-    the product) are those whose family is in ``qualifying_families``.
+    DuckDB streams one partition's valid events (or all, when ``part`` is None) as narrow
+    integer columns ordered by (customer, time); numpy then reduces each run of equal
+    (customer, day) keys — one pass, no per-customer loop (a SQL GROUP BY with twenty FILTER
+    aggregates measured 3× slower). ``customer_ids`` must be the validated customers in order
+    (their position is the customer code). ``until`` (exclusive) drops later events.
+    Qualifying events (use of the product) are those whose family is in ``qualifying_families``.
     """
-    features = product_features(con)
-    ids = pd.DataFrame({"customer_id": np.asarray(customer_ids, dtype=object)})
-    ids["code"] = np.arange(len(ids), dtype=np.int32)
-    frames = {
-        "_customer_codes": ids,
-        "_feature_codes": pd.DataFrame(
-            {"feature": list(features), "bit": np.arange(len(features), dtype=np.int8)}
-        ),
-        "_family_codes": pd.DataFrame(
-            {"family": list(FAMILY_CODES), "fc": np.array(list(FAMILY_CODES.values()), np.int8)}
-        ),
-    }
-    for name, frame in frames.items():
-        con.register(name, frame)
-    where = "WHERE e.occurred_at < $until" if until is not None else ""
-    params = {"until": pd.Timestamp(until).to_pydatetime()} if until is not None else {}
+    _check_customer_order(con, customer_ids)
+    features = product_features(con) if features is None else features
+    con.register(
+        "_feature_codes",
+        pd.DataFrame({"feature": list(features), "bit": np.arange(len(features), dtype=np.int8)}),
+    )
+    where, params = ["TRUE"], {"fc": FAMILY_CODES["feature_use"]}
+    code_range = (0, -1)
+    if part is not None:
+        ((lo, hi),) = con.execute(
+            "SELECT lo, hi FROM _partitions WHERE part = $p", {"p": part}
+        ).fetchall()
+        code_range = (int(lo), int(hi))
+        where.append("e.part = $part")
+        params["part"] = int(part)
+    if until is not None:
+        where.append("e.ts < $until")
+        params["until"] = int(pd.Timestamp(until).value // 1000)
     rows = con.execute(
         f"""
-        SELECT c.code, epoch_us(e.occurred_at) AS ts, coalesce(f.fc, 0)::TINYINT AS fc,
-               coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
+        SELECT e.code, e.ts, e.fc, coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
                coalesce(b.bit, -1)::TINYINT AS bit
-        FROM events e
-        JOIN _customer_codes c USING (customer_id)
-        LEFT JOIN _family_codes f USING (family)
-        LEFT JOIN _feature_codes b ON e.family = 'feature_use' AND e.feature = b.feature
-        {where}
-        ORDER BY c.code, ts
+        FROM events_compact e
+        LEFT JOIN _feature_codes b ON e.fc = $fc AND e.feature = b.feature
+        WHERE {" AND ".join(where)}
+        ORDER BY e.code, e.ts
         """,
         params,
     ).fetchnumpy()
-    for name in frames:
-        con.unregister(name)
+    con.unregister("_feature_codes")
     code, ts = np.asarray(rows["code"], np.int32), np.asarray(rows["ts"], np.int64)
     if len(ts) and ts.min() < 0:
         raise ValueError("events before 1970-01-01 are not supported; check occurred_at values")
@@ -130,7 +155,16 @@ def build_daily_log(
         np.asarray(rows["bit"], np.int8),
         [FAMILY_CODES[f] for f in qualifying_families],
     )
-    return DailyLog(np.asarray(customer_ids), code[starts], day[starts], columns, features)
+    first_day = np.array(list(features.values()), dtype=np.int64)
+    return DailyLog(
+        np.asarray(customer_ids),
+        code[starts],
+        day[starts],
+        columns,
+        tuple(features),
+        code_range,
+        first_day,
+    )
 
 
 def _reduce_days(
@@ -146,41 +180,44 @@ def _reduce_days(
     if len(starts) == 0:
         return {name: np.zeros(0) for name in DAILY_COLUMNS}
 
-    def count(mask: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(mask.astype(np.int32), starts)
-
-    def last_ts(mask: np.ndarray | None = None) -> np.ndarray:
-        stamps = ts if mask is None else np.where(mask, ts, -1)
-        out = np.maximum.reduceat(stamps, starts).astype(np.float64)
-        out[out < 0] = np.nan
-        return out
-
     fam = {name: fc == code for name, code in FAMILY_CODES.items()}
     support = fam["complaint"] | fam["support_ticket"]
     money = fam["purchase"] | fam["payment"]
     qualifies = np.isin(fc, qualifying)
-    position = np.where(fam["payment"], np.arange(len(ts)), -1)
-    last_payment = np.maximum.reduceat(position, starts)
-    payment_amount = np.where(last_payment >= 0, amount[np.maximum(last_payment, 0)], np.nan)
+    indicators = {
+        "n_events": np.ones(len(ts), bool),
+        "n_login": fam["login"],
+        "n_feature_use": fam["feature_use"],
+        "n_complaint": fam["complaint"],
+        "n_ticket": fam["support_ticket"],
+        "n_payment_failed": fam["payment_failed"],
+        "n_purchase": fam["purchase"],
+        "n_payment": fam["payment"],
+        **{f"n_sev{lvl}": support & (severity == lvl) for lvl in (1, 2, 3, 4)},
+        "n_qualifying": qualifies,
+    }
+    # One 2-D reduceat per kind of column instead of one call per column.
+    counts = np.add.reduceat(np.column_stack(list(indicators.values())).astype(np.int32), starts)
+    stamps = {
+        "last_event_us": None,
+        "last_login_us": fam["login"],
+        "last_feature_us": fam["feature_use"],
+        "last_complaint_us": fam["complaint"],
+        "last_active_us": qualifies,
+    }
+    latest = np.maximum.reduceat(
+        np.column_stack([ts if m is None else np.where(m, ts, -1) for m in stamps.values()]),
+        starts,
+    ).astype(np.float64)
+    latest[latest < 0] = np.nan
+    paid = fam["payment"] & ~np.isnan(amount)
+    last_payment = np.maximum.reduceat(np.where(paid, np.arange(len(ts)), -1), starts)
     mask_bits = np.where(bit >= 0, np.left_shift(np.uint64(1), bit.astype(np.uint64)), 0)
     return {
-        "n_events": count(np.ones(len(ts), bool)),
-        "n_login": count(fam["login"]),
-        "n_feature_use": count(fam["feature_use"]),
-        "n_complaint": count(fam["complaint"]),
-        "n_ticket": count(fam["support_ticket"]),
-        "n_payment_failed": count(fam["payment_failed"]),
-        "n_purchase": count(fam["purchase"]),
-        "n_payment": count(fam["payment"]),
-        **{f"n_sev{lvl}": count(support & (severity == lvl)) for lvl in (1, 2, 3, 4)},
-        "n_qualifying": count(qualifies),
-        "last_event_us": last_ts(),
-        "last_login_us": last_ts(fam["login"]),
-        "last_feature_us": last_ts(fam["feature_use"]),
-        "last_complaint_us": last_ts(fam["complaint"]),
-        "last_active_us": last_ts(qualifies),
+        **{name: counts[:, i] for i, name in enumerate(indicators)},
+        **{name: latest[:, i] for i, name in enumerate(stamps)},
         "spend": np.add.reduceat(np.where(money, np.nan_to_num(amount), 0.0), starts),
-        "payment_amount": payment_amount,
+        "payment_amount": np.where(last_payment >= 0, amount[np.maximum(last_payment, 0)], np.nan),
         "feature_mask": np.bitwise_or.reduceat(mask_bits.astype(np.uint64), starts),
     }
 
@@ -243,7 +280,10 @@ class WindowIndex:
 
     def _cumsum(self, name: str, values: np.ndarray) -> np.ndarray:
         if name not in self._cumsums:
-            out = np.zeros(len(values) + 1, dtype=np.result_type(values.dtype, np.int64))
+            # Money sums run in extended precision: a running total over many customers would
+            # otherwise lose digits when two large totals are subtracted for one window.
+            kind = np.longdouble if np.issubdtype(values.dtype, np.floating) else np.int64
+            out = np.zeros(len(values) + 1, dtype=kind)
             np.cumsum(values, out=out[1:])
             self._cumsums[name] = out
         return self._cumsums[name]
@@ -261,7 +301,8 @@ class WindowIndex:
         if start >= end:
             raise ValueError(f"window start ({start}) must be before its end ({end})")
         cs = self._cumsum(name, values)
-        return cs[self._position(end)] - cs[self._position(start)]
+        total = cs[self._position(end)] - cs[self._position(start)]
+        return total.astype(np.float64) if total.dtype == np.longdouble else total
 
     def last_before(self, column: str, end: int = 0, present: str | None = None) -> np.ndarray:
         """Value of ``column`` on the latest day before as_of + end where it is present.

@@ -43,14 +43,15 @@ def normalise_as_of(dates: list | pd.Series | pd.DatetimeIndex) -> pd.DatetimeIn
 
 
 def build_grid(daily: DailyLog, customers: pd.DataFrame, as_of: pd.DatetimeIndex) -> Grid:
-    """All eligible (customer, as_of) pairs, ordered by as_of then customer_id."""
+    """All eligible (customer, as_of) pairs of the customers ``daily`` covers, ordered by as_of
+    then customer_id."""
     as_of = normalise_as_of(as_of)
     by_id = customers.set_index("customer_id").reindex(daily.customer_ids)
     signup = by_id["signup_at"].to_numpy(dtype="datetime64[us]")
     churned = by_id["churned_at"].to_numpy(dtype="datetime64[us]")
-    n_cust, n_dates = len(daily.customer_ids), len(as_of)
-    code = np.tile(np.arange(n_cust, dtype=np.int64), n_dates)
-    stamp = np.repeat(as_of.to_numpy(dtype="datetime64[us]"), n_cust)
+    codes = daily.codes
+    code = np.tile(codes, len(as_of))
+    stamp = np.repeat(as_of.to_numpy(dtype="datetime64[us]"), len(codes))
     eligible = (signup[code] < stamp) & ~(churned[code] < stamp)
     code, stamp = code[eligible], stamp[eligible]
     day = stamp.astype("datetime64[D]").astype(np.int64)

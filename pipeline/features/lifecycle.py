@@ -28,6 +28,6 @@ def build_lifecycle(
             "tenure_days": tenure,
             "lifecycle_stage": pd.Categorical(stage, categories=STAGES),
             "days_to_anniversary": (365.0 - np.mod(tenure, 365.0)) % 365.0,
-            "plan": grid.customers["plan"].astype("str").to_numpy(),
+            "plan": pd.array(grid.customers["plan"].astype("str").to_numpy(), dtype="str"),
         }
     )
