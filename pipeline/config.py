@@ -95,7 +95,7 @@ class EventTypes(_Section):
 class ValidationConfig(_Section):
     max_reject_share: Annotated[float, Field(ge=0, le=1)] = 0.01
     """The run fails when rejected rows exceed this share of the input."""
-    partition_customers: Annotated[int, Field(ge=1000)] = 25_000
+    partition_customers: Annotated[int, Field(ge=1000)] = 10_000
     """Customers per partition of the compact event store; features are built one partition
     at a time, so memory stays bounded whatever the size of the log."""
 

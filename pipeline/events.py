@@ -276,7 +276,7 @@ def validate_events(
     label: str = "events",
     check_duplicates: bool = True,
     store_dir: Path | None = None,
-    partition_customers: int = 25_000,
+    partition_customers: int = 10_000,
 ) -> tuple[pd.DataFrame, dict[str, int], int]:
     """Validate the log; define the DuckDB relation ``events`` holding the valid rows.
 
@@ -391,7 +391,7 @@ def validate_events(
 
 
 COMPACT_COLUMNS = (
-    "code INTEGER, ts BIGINT, event_type VARCHAR, fc TINYINT, family VARCHAR, feature VARCHAR,"
+    "code INTEGER, ts BIGINT, event_type VARCHAR, fc TINYINT, feature VARCHAR,"
     " amount DOUBLE, severity TINYINT, _row BIGINT, part INTEGER"
 )
 
@@ -417,7 +417,7 @@ def _write_store(
         f"""
         COPY (
             SELECT c.code, epoch_us(e.occurred_at) AS ts, e.event_type,
-                   coalesce(f.fc, 0)::TINYINT AS fc, e.family, e.feature, e.amount, e.severity,
+                   coalesce(f.fc, 0)::TINYINT AS fc, e.feature, e.amount, e.severity,
                    e._row::BIGINT AS _row, (c.code // {int(size)})::INTEGER AS part
             FROM events_parsed e
             JOIN customer_codes c USING (customer_id)
@@ -477,11 +477,16 @@ def _create_event_views(
     con.unregister("_partition_frame")
     con.execute("DROP VIEW IF EXISTS events_compact; DROP VIEW IF EXISTS events")
     con.execute(f"CREATE TEMP VIEW events_compact AS SELECT * FROM {source} {keep}")
+    families = pd.DataFrame({"fc": list(FAMILY_CODES.values()), "family": list(FAMILY_CODES)})
+    con.register("_family_code_frame", families.astype({"fc": "int8", "family": "str"}))
+    con.execute("CREATE OR REPLACE TEMP TABLE _family_codes AS SELECT * FROM _family_code_frame")
+    con.unregister("_family_code_frame")
     con.execute("""
         CREATE TEMP VIEW events AS
-        SELECT c.customer_id, make_timestamp(e.ts) AS occurred_at, e.event_type, e.family,
+        SELECT c.customer_id, make_timestamp(e.ts) AS occurred_at, e.event_type, f.family,
                e.feature, e.amount, e.severity
         FROM events_compact e JOIN customer_codes c USING (code)
+        LEFT JOIN _family_codes f USING (fc)
     """)
 
 
@@ -500,7 +505,7 @@ def load_and_validate(
     observed_until: pd.Timestamp | None = None,
     rejects_dir: Path | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
-    partition_customers: int = 25_000,
+    partition_customers: int = 10_000,
 ) -> ValidatedData:
     """Validate customers then events; write rejects files; fail past ``max_reject_share``.
 

@@ -176,49 +176,57 @@ def _reduce_days(
     bit: np.ndarray,
     qualifying: list[int],
 ) -> dict[str, np.ndarray]:
-    """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day."""
-    if len(starts) == 0:
+    """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day.
+
+    Counts are ``bincount`` over each event's day index; "last" values take the last event of
+    each day among the matching events (the arrays are in time order within a day).
+    """
+    n_days = len(starts)
+    if n_days == 0:
         return {name: np.zeros(0) for name in DAILY_COLUMNS}
+    opens = np.zeros(len(ts), dtype=np.int32)
+    opens[starts[1:]] = 1
+    group = np.cumsum(opens, dtype=np.int32)
+
+    def count(mask: np.ndarray | None = None) -> np.ndarray:
+        rows = group if mask is None else group[mask]
+        return np.bincount(rows, minlength=n_days).astype(np.int32)
+
+    def last(mask: np.ndarray | None, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        where = np.flatnonzero(mask) if mask is not None else np.arange(len(ts))
+        days = group[where]
+        final = np.r_[days[1:] != days[:-1], True] if len(days) else np.zeros(0, bool)
+        out = np.full(n_days, fill, dtype=np.float64)
+        out[days[final]] = values[where[final]]
+        return out
 
     fam = {name: fc == code for name, code in FAMILY_CODES.items()}
     support = fam["complaint"] | fam["support_ticket"]
-    money = fam["purchase"] | fam["payment"]
     qualifies = np.isin(fc, qualifying)
-    indicators = {
-        "n_events": np.ones(len(ts), bool),
-        "n_login": fam["login"],
-        "n_feature_use": fam["feature_use"],
-        "n_complaint": fam["complaint"],
-        "n_ticket": fam["support_ticket"],
-        "n_payment_failed": fam["payment_failed"],
-        "n_purchase": fam["purchase"],
-        "n_payment": fam["payment"],
-        **{f"n_sev{lvl}": support & (severity == lvl) for lvl in (1, 2, 3, 4)},
-        "n_qualifying": qualifies,
-    }
-    # One 2-D reduceat per kind of column instead of one call per column.
-    counts = np.add.reduceat(np.column_stack(list(indicators.values())).astype(np.int32), starts)
-    stamps = {
-        "last_event_us": None,
-        "last_login_us": fam["login"],
-        "last_feature_us": fam["feature_use"],
-        "last_complaint_us": fam["complaint"],
-        "last_active_us": qualifies,
-    }
-    latest = np.maximum.reduceat(
-        np.column_stack([ts if m is None else np.where(m, ts, -1) for m in stamps.values()]),
-        starts,
-    ).astype(np.float64)
-    latest[latest < 0] = np.nan
-    paid = fam["payment"] & ~np.isnan(amount)
-    last_payment = np.maximum.reduceat(np.where(paid, np.arange(len(ts)), -1), starts)
-    mask_bits = np.where(bit >= 0, np.left_shift(np.uint64(1), bit.astype(np.uint64)), 0)
+    money = np.where(fam["purchase"] | fam["payment"], np.nan_to_num(amount), 0.0)
+    feature_mask = np.zeros(n_days, dtype=np.uint64)
+    for b in np.unique(bit[bit >= 0]):
+        used = count(bit == b) > 0
+        feature_mask |= used.astype(np.uint64) << np.uint64(b)
     return {
-        **{name: counts[:, i] for i, name in enumerate(indicators)},
-        **{name: latest[:, i] for i, name in enumerate(stamps)},
-        "spend": np.add.reduceat(np.where(money, np.nan_to_num(amount), 0.0), starts),
-        "payment_amount": np.where(last_payment >= 0, amount[np.maximum(last_payment, 0)], np.nan),
-        "feature_mask": np.bitwise_or.reduceat(mask_bits.astype(np.uint64), starts),
+        "n_events": count(),
+        "n_login": count(fam["login"]),
+        "n_feature_use": count(fam["feature_use"]),
+        "n_complaint": count(fam["complaint"]),
+        "n_ticket": count(fam["support_ticket"]),
+        "n_payment_failed": count(fam["payment_failed"]),
+        "n_purchase": count(fam["purchase"]),
+        "n_payment": count(fam["payment"]),
+        **{f"n_sev{lvl}": count(support & (severity == lvl)) for lvl in (1, 2, 3, 4)},
+        "n_qualifying": count(qualifies),
+        "last_event_us": last(None, ts),
+        "last_login_us": last(fam["login"], ts),
+        "last_feature_us": last(fam["feature_use"], ts),
+        "last_complaint_us": last(fam["complaint"], ts),
+        "last_active_us": last(qualifies, ts),
+        "spend": np.bincount(group, weights=money, minlength=n_days),
+        "payment_amount": last(fam["payment"] & ~np.isnan(amount), amount),
+        "feature_mask": feature_mask,
     }
 
 
