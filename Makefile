@@ -60,8 +60,9 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix pipeline tests
 	$(BIN)/ruff format pipeline tests
 
-bench: setup ## Speed and memory figures at 200k customers -> bench/results.json
+bench: setup ## Speed and memory at 200k customers / 1M scores -> bench/results.json, bench/scoring.json
 	$(BIN)/python -m pipeline.bench --out bench/results.json
+	$(BIN)/python -m pipeline.bench_scoring --out bench/scoring.json
 
 mlflow-ui: setup ## MLflow UI on http://127.0.0.1:5000 (local only)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
