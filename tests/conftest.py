@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pandas as pd
 import pytest
+from support import ALL_FAMILIES
 
 from pipeline.config import EventTypes, FeatureConfig
 from pipeline.events import ValidatedData, load_and_validate
@@ -21,15 +22,7 @@ QUALIFYING = ["login", "feature_use", "purchase", "payment"]
 @pytest.fixture
 def event_types() -> EventTypes:
     """Raw event types as a user's log names them, mapped to every signal family."""
-    return EventTypes(
-        login=["login"],
-        feature_use=["feature_used"],
-        complaint=["complaint"],
-        support_ticket=["ticket_opened"],
-        payment_failed=["payment_failed"],
-        purchase=["purchase"],
-        payment=["invoice_paid"],
-    )
+    return ALL_FAMILIES
 
 
 @pytest.fixture

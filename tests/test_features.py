@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import ALL_FAMILIES
 
-from pipeline.config import EventTypes, FeatureConfig
+from pipeline.config import FeatureConfig
 from pipeline.events import load_and_validate
 from pipeline.features import KEYS, build_daily_log, build_features, feature_columns
 from pipeline.features.lifecycle import STAGES
@@ -454,15 +455,7 @@ def test_several_as_of_dates_in_one_call_equal_separate_single_date_calls(
 
 # --- property: the future never changes the past --------------------------------------------
 
-PROPERTY_TYPES = EventTypes(
-    login=["login"],
-    feature_use=["feature_used"],
-    complaint=["complaint"],
-    support_ticket=["ticket_opened"],
-    payment_failed=["payment_failed"],
-    purchase=["purchase"],
-    payment=["invoice_paid"],
-)
+PROPERTY_TYPES = ALL_FAMILIES
 PROPERTY_CUSTOMERS = customers(
     [("c1", "2024-06-01", 10.0), ("c2", "2024-12-31 18:00", 0.0, "2025-05-10")]
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import DEMO_EVENT_TYPES
 
 from pipeline.config import EventTypes, FeatureConfig, LabelConfig
 from pipeline.dataset import build_training_set
@@ -15,14 +16,7 @@ from pipeline.features import features_for_dates, partitions
 pytestmark = pytest.mark.data
 
 DATES = pd.DatetimeIndex(["2025-09-01", "2026-01-01", "2026-05-01"])
-MAPPING = EventTypes(
-    login=["login"],
-    feature_use=["feature_used"],
-    complaint=["complaint"],
-    support_ticket=["ticket_opened"],
-    payment_failed=["payment_failed"],
-    payment=["invoice_paid"],
-)
+MAPPING = EventTypes(**DEMO_EVENT_TYPES)
 
 
 @pytest.fixture(scope="module")

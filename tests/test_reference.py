@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import ALL_FAMILIES
 
-from pipeline.config import EventTypes, FeatureConfig, load_config
+from pipeline.config import FeatureConfig, load_config
 from pipeline.events import ValidatedData, load_and_validate
 from pipeline.features import build_daily_log, build_features
 from pipeline.features.reference import events_frame, reference_features
@@ -19,15 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 T = pd.Timestamp
 US = pd.Timedelta(microseconds=1)
 DAY = pd.Timedelta(days=1)
-EVENT_TYPES = EventTypes(
-    login=["login"],
-    feature_use=["feature_used"],
-    complaint=["complaint"],
-    support_ticket=["ticket_opened"],
-    payment_failed=["payment_failed"],
-    purchase=["purchase"],
-    payment=["invoice_paid"],
-)
+EVENT_TYPES = ALL_FAMILIES
 AS_OF = [T("2025-03-01"), T("2025-04-01"), T("2025-06-01")]
 OBSERVED_UNTIL = T("2025-07-01")
 FEATURES = ("alerts", "api", "dashboards", "exports", "reports")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import demo_config as shared_demo_config
 
-from pipeline.config import Config, parse_config
 from pipeline.report import (
     SECTIONS,
     ReportInputs,
@@ -26,32 +26,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img src="data:image/png;base64,([^"]*)"')
 
 
-def demo_config(root: Path, data_dir: Path) -> Config:
-    """The demo's config pointed at a small demo log, with a fast model and a private store."""
-    return parse_config(
-        {
-            "data": {
-                "events": str(data_dir / "events.parquet"),
-                "customers": str(data_dir / "customers.csv"),
-                "hazard": str(data_dir / "hazard.parquet"),
-                "output_dir": str(root / "outputs"),
-                "observed_until": "2026-11-01",
-            },
-            "event_types": {
-                "login": ["login"],
-                "feature_use": ["feature_used"],
-                "complaint": ["complaint"],
-                "support_ticket": ["ticket_opened"],
-                "payment_failed": ["payment_failed"],
-                "payment": ["invoice_paid"],
-            },
-            "train": {
-                "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                "artifact_location": str(root / "mlruns"),
-                "n_estimators": 100,
-            },
-        }
-    )
+def demo_config(root: Path, data_dir: Path):
+    """The demo's config on a small log, with a fast model and a private store."""
+    return shared_demo_config(root, data_dir, train={"n_estimators": 100})
 
 
 @pytest.fixture(scope="module")

@@ -8,40 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import demo_config
 
-from pipeline.config import Config, parse_config
+from pipeline.config import parse_config
 from pipeline.model import ModelBundle, ProbabilityCalibrator
 from pipeline.train import decide_champion, run_training
 
 pytestmark = pytest.mark.model
-
-
-def demo_config(root: Path, data_dir: Path, **overrides: dict) -> Config:
-    raw = {
-        "data": {
-            "events": str(data_dir / "events.parquet"),
-            "customers": str(data_dir / "customers.csv"),
-            "hazard": str(data_dir / "hazard.parquet"),
-            "output_dir": str(root / "outputs"),
-            "observed_until": "2026-11-01",
-        },
-        "event_types": {
-            "login": ["login"],
-            "feature_use": ["feature_used"],
-            "complaint": ["complaint"],
-            "support_ticket": ["ticket_opened"],
-            "payment_failed": ["payment_failed"],
-            "payment": ["invoice_paid"],
-        },
-        "train": {
-            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-            "artifact_location": str(root / "mlruns"),
-            "n_estimators": 200,
-        },
-    }
-    for section, values in overrides.items():
-        raw.setdefault(section, {}).update(values)
-    return parse_config(raw)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +31,7 @@ def first_run(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("project")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        config = demo_config(root, demo_dir)
+        config = demo_config(root, demo_dir, train={"n_estimators": 200})
         result = run_training(config)
     return root, config, result
 
@@ -124,7 +97,7 @@ def test_training_twice_with_the_same_seed_gives_identical_test_predictions(
 ):
     _, _, result = first_run
     monkeypatch.chdir(tmp_path)
-    again = run_training(demo_config(tmp_path, demo_dir))
+    again = run_training(demo_config(tmp_path, demo_dir, train={"n_estimators": 200}))
     pd.testing.assert_frame_equal(again.test_predictions, result.test_predictions)
     assert (tmp_path / "models/champion/model.txt").read_text() == (
         first_run[0] / "models/champion/model.txt"

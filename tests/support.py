@@ -1,0 +1,50 @@
+"""Shared literal inputs for tests (imported by test modules; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import Config, EventTypes, parse_config
+
+ALL_FAMILIES = EventTypes(
+    login=["login"],
+    feature_use=["feature_used"],
+    complaint=["complaint"],
+    support_ticket=["ticket_opened"],
+    payment_failed=["payment_failed"],
+    purchase=["purchase"],
+    payment=["invoice_paid"],
+)
+"""Raw event types as a user's log names them, one per signal family."""
+
+DEMO_EVENT_TYPES = {
+    "login": ["login"],
+    "feature_use": ["feature_used"],
+    "complaint": ["complaint"],
+    "support_ticket": ["ticket_opened"],
+    "payment_failed": ["payment_failed"],
+    "payment": ["invoice_paid"],
+}
+"""The demo simulator's event types (as in configs/demo.yaml); newsletter_opened stays unmapped."""
+
+
+def demo_config(root: Path, data_dir: Path, **overrides: dict) -> Config:
+    """The demo's config pointed at a small demo log in ``data_dir``, with a private MLflow
+    store and outputs under ``root``; ``overrides`` update whole sections' keys."""
+    raw: dict = {
+        "data": {
+            "events": str(data_dir / "events.parquet"),
+            "customers": str(data_dir / "customers.csv"),
+            "hazard": str(data_dir / "hazard.parquet"),
+            "output_dir": str(root / "outputs"),
+            "observed_until": "2026-11-01",
+        },
+        "event_types": DEMO_EVENT_TYPES,
+        "train": {
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "artifact_location": str(root / "mlruns"),
+        },
+    }
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return parse_config(raw)
