@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipeline.config import FAMILIES, FAMILY_CODES, Config, EventTypes
+from pipeline.config import FAMILY_CODES, Config, EventTypes
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,6 @@ def _timestamp_literal(value: pd.Timestamp | None) -> str:
 
 def _literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _family_case(mapping: dict[str, str]) -> str:
-    if not mapping:
-        return "CAST(NULL AS VARCHAR)"
-    whens = " ".join(f"WHEN {_literal(raw)} THEN {_literal(fam)}" for raw, fam in mapping.items())
-    return f"CASE event_type {whens} ELSE NULL END"
 
 
 def _severity_sql(dtype: str | None) -> tuple[str, str]:
@@ -623,11 +616,6 @@ def _check_share(
                 f" validation.max_reject_share = {max_share:.2%}. Reasons: {reasons}."
                 f" See {files}; fix the input or raise the limit."
             )
-
-
-def families_present(event_types: EventTypes) -> list[str]:
-    """Families that have at least one raw event type mapped to them."""
-    return [f for f in FAMILIES if getattr(event_types, f)]
 
 
 def load_inputs(config: Config, con: duckdb.DuckDBPyConnection | None = None) -> ValidatedData:
