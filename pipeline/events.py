@@ -1,10 +1,14 @@
 """Load and validate the two inputs: the activity log (``events``) and the ``customers`` table.
 
-The work runs as DuckDB SQL over the files, so validation costs about one scan of the log.
-Every rejected row lands in a rejects table with its source row number and a ``reason``;
-nothing is dropped silently. Valid events stay in the DuckDB table ``events`` with columns
-``customer_id, occurred_at (TIMESTAMP, UTC), event_type, family, feature, amount, severity``
-where ``severity`` is an ordinal 1 low, 2 medium, 3 high, 4 critical.
+The checks run as DuckDB SQL inside one streaming scan of the file. Every rejected row lands
+in a rejects table with its source row number and a ``reason``; nothing is dropped silently.
+The valid rows are written once to a compact event store (Parquet, partitioned by customer, in
+a temporary folder), over which two views serve the rest of the pipeline:
+
+- ``events``: ``customer_id, occurred_at (TIMESTAMP, UTC), event_type, family, feature, amount,
+  severity`` (``severity`` is an ordinal 1 low, 2 medium, 3 high, 4 critical);
+- ``events_compact``: the same rows with integer customer ``code``, ``ts`` (epoch µs), family
+  code ``fc`` and partition ``part``, for the feature pass (``features.daily``).
 
 Time semantics: timestamps are UTC. Naive values (no offset) are read as UTC and counted in the
 report; values with an offset are converted to UTC. In memory they are naive UTC.
