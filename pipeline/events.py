@@ -314,14 +314,12 @@ def validate_events(
     con.execute("CREATE OR REPLACE TEMP TABLE _event_families AS SELECT * FROM _family_frame")
     con.unregister("_family_frame")
     bound = _timestamp_literal(not_after)
+    _customer_codes(con, src, check_customers)
     unknown_customer = (
-        "WHEN NOT EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = e.customer_id)"
-        " THEN 'customer_id not in customers table'"
-        if check_customers
-        else ""
+        "WHEN k.code IS NULL THEN 'customer_id not in customers table'" if check_customers else ""
     )
     parsed = f"""
-        SELECT e.*, f.family, CASE
+        SELECT e.*, f.family, f.fc, k.code, CASE
             WHEN e.customer_id IS NULL THEN 'missing customer_id'
             WHEN e.occurred_missing THEN 'missing occurred_at'
             WHEN e.occurred_at IS NULL THEN 'unparseable occurred_at'
@@ -345,13 +343,15 @@ def validate_events(
                    {amount} AS amount, {amount_raw} AS amount_raw,
                    CAST({severity} AS TINYINT) AS severity, {severity_raw} AS severity_raw
             FROM {src}
-        ) e LEFT JOIN (SELECT event_type, family FROM _event_families) f USING (event_type)
+        ) e
+        LEFT JOIN _event_families f USING (event_type)
+        LEFT JOIN customer_codes k USING (customer_id)
     """
     is_csv = isinstance(source, Path | str) and Path(source).suffix.lower() == ".csv"
     kind = "TABLE" if is_csv else "VIEW"
     con.execute("DROP VIEW IF EXISTS events_parsed; DROP TABLE IF EXISTS events_parsed")
     con.execute(f"CREATE TEMP {kind} events_parsed AS {parsed}")
-    parts = _write_store(con, store_dir, check_customers, partition_customers)
+    parts = _write_store(con, store_dir, partition_customers)
     duplicates = _duplicate_rows(con, store_dir, parts) if check_duplicates else 0
     _create_event_views(con, store_dir, parts, duplicates, partition_customers)
     rejects = con.execute(f"""
@@ -393,33 +393,37 @@ COMPACT_COLUMNS = (
 )
 
 
-def _write_store(
-    con: duckdb.DuckDBPyConnection, store_dir: Path, check_customers: bool, size: int
-) -> list[int]:
+def _customer_codes(con: duckdb.DuckDBPyConnection, src: str, check_customers: bool) -> None:
+    """``customer_codes``: each valid customer's position in id order (the store's ``code``)."""
+    base = (
+        "customers"
+        if check_customers
+        else f"(SELECT DISTINCT NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id"
+        f" FROM {src})"
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE customer_codes AS
+        SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS code
+        FROM {base} WHERE customer_id IS NOT NULL
+    """)
+
+
+def _write_store(con: duckdb.DuckDBPyConnection, store_dir: Path, size: int) -> list[int]:
     """Write the valid events, compact and partitioned by customer code, to ``store_dir``.
 
     One streaming pass: ``code`` is the customer's position in the sorted customers table,
     ``ts`` epoch microseconds (UTC), ``fc`` the family code; partition ``part`` holds the
     customers with ``code // size == part``. Returns the partition numbers written.
     """
-    base = "customers" if check_customers else "(SELECT DISTINCT customer_id FROM events_parsed)"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE customer_codes AS
-        SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS code
-        FROM {base} WHERE customer_id IS NOT NULL
-    """)
     shutil.rmtree(store_dir, ignore_errors=True)
     store_dir.mkdir(parents=True)
     con.execute(
         f"""
         COPY (
-            SELECT c.code, epoch_us(e.occurred_at) AS ts, e.event_type,
-                   coalesce(f.fc, 0)::TINYINT AS fc, e.feature, e.amount, e.severity,
-                   e._row::BIGINT AS _row, (c.code // {int(size)})::INTEGER AS part
-            FROM events_parsed e
-            JOIN customer_codes c USING (customer_id)
-            LEFT JOIN _event_families f USING (event_type)
-            WHERE e.reason IS NULL
+            SELECT code, epoch_us(occurred_at) AS ts, event_type,
+                   coalesce(fc, 0)::TINYINT AS fc, feature, amount, severity,
+                   _row::BIGINT AS _row, (code // {int(size)})::INTEGER AS part
+            FROM events_parsed WHERE reason IS NULL
         ) TO {_literal(str(store_dir))} (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE)
         """
     )
