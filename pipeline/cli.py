@@ -37,6 +37,8 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Set up logging once for every command."""
+    if not console.is_terminal:  # make, CI, cron: don't wrap log lines at 80 columns
+        console.width = 160
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
