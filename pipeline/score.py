@@ -43,6 +43,7 @@ from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import write_frame, write_json
 from pipeline.labels import in_base
 from pipeline.model import ModelBundle
+from pipeline.schemas import FEATURES, SCORES, check
 from pipeline.tiers import assign_tiers, describe_policy, escalation_flags
 
 log = logging.getLogger(__name__)
@@ -412,10 +413,12 @@ def run_scoring(
     stamp = resolve_as_of(as_of, data.observed_until)
     feature_cfg, label_cfg, tier_cfg = model_settings(bundle.card, config, tiers_from_config)
     base = build_base(data, stamp, feature_cfg, label_cfg)
+    check(base.frame, FEATURES, "scoring features")
     result = score_base(
         base, bundle, config, feature_cfg, tier_cfg, label_cfg.horizon_days, explain_all
     )
     result.summary["model"]["source"] = source
+    check(result.scores, SCORES, "scores")
     paths = write_outputs(result, out or default_out(config), config.data.output_dir)
     _track(config, result.summary, paths)
     return result, paths
