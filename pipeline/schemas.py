@@ -31,22 +31,24 @@ class ContractError(ValueError):
 
 
 def _features_schema() -> pa.DataFrameSchema:
+    """Ranges per feature. Floats may be NaN here: scoring rejects such rows with a reason
+    instead of failing the run (``score.reject_reasons``)."""
     non_negative = pa.Check.ge(0)
     columns = {
         "customer_id": pa.Column(str, nullable=False),
         "as_of": pa.Column("datetime64[us]", nullable=False),
         **{c: pa.Column("int64", non_negative) for c in COUNTS},
-        **{c: pa.Column(float, non_negative) for c in DAYS},
-        "events_30d_vs_prev_30d": pa.Column(float, pa.Check.gt(0)),
-        "logins_30d_vs_prev_30d": pa.Column(float, pa.Check.gt(0)),
+        **{c: pa.Column(float, non_negative, nullable=True) for c in DAYS},
+        "events_30d_vs_prev_30d": pa.Column(float, pa.Check.gt(0), nullable=True),
+        "logins_30d_vs_prev_30d": pa.Column(float, pa.Check.gt(0), nullable=True),
         "active_days_30d_change": pa.Column("int64", pa.Check.in_range(-30, 30)),
-        "feature_breadth_90d": pa.Column(float, pa.Check.in_range(0, 1)),
+        "feature_breadth_90d": pa.Column(float, pa.Check.in_range(0, 1), nullable=True),
         "max_severity_90d": pa.Column("int64", pa.Check.in_range(0, 4)),
-        "spend_90d": pa.Column(float, non_negative),
-        "mrr": pa.Column(float, non_negative),
-        "mrr_change_90d": pa.Column(float),
+        "spend_90d": pa.Column(float, non_negative, nullable=True),
+        "mrr": pa.Column(float, non_negative, nullable=True),
+        "mrr_change_90d": pa.Column(float, nullable=True),
         "lifecycle_stage": pa.Column(pd.CategoricalDtype(STAGES)),
-        "days_to_anniversary": pa.Column(float, pa.Check.in_range(0, 365)),
+        "days_to_anniversary": pa.Column(float, pa.Check.in_range(0, 365), nullable=True),
         "plan": pa.Column(str),
     }
     return pa.DataFrameSchema(columns, unique=["customer_id", "as_of"], strict=False)

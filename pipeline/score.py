@@ -413,7 +413,7 @@ def run_scoring(
     stamp = resolve_as_of(as_of, data.observed_until)
     feature_cfg, label_cfg, tier_cfg = model_settings(bundle.card, config, tiers_from_config)
     base = build_base(data, stamp, feature_cfg, label_cfg)
-    check(base.frame, FEATURES, "scoring features")
+    check(base.features, FEATURES, "scoring features")
     result = score_base(
         base, bundle, config, feature_cfg, tier_cfg, label_cfg.horizon_days, explain_all
     )

@@ -35,6 +35,7 @@ def demo_features(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 def test_features_built_from_the_demo_log_meet_their_contract(demo_features):
     check(demo_features, FEATURES, "features")
+    assert not demo_features.select_dtypes("number").isna().any().any()
 
 
 def test_a_negative_count_breaks_the_feature_contract_and_names_the_column(demo_features):
