@@ -15,7 +15,13 @@ import pandas as pd
 from pipeline.config import FeatureConfig
 from pipeline.features.billing import build_billing
 from pipeline.features.breadth import build_breadth
-from pipeline.features.daily import DailyLog, build_daily_log, partitions, product_features
+from pipeline.features.daily import (
+    DailyLog,
+    build_daily_log,
+    check_customer_order,
+    partitions,
+    product_features,
+)
 from pipeline.features.frequency import build_frequency
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.features.lifecycle import STAGES, build_lifecycle
@@ -97,9 +103,12 @@ def map_partitions(
     as_of = normalise_as_of(as_of)
     ids = customers["customer_id"].to_numpy()
     products = product_features(con)
+    check_customer_order(con, ids)
     frames = []
     for part, _, _ in partitions(con):
-        daily = build_daily_log(con, ids, qualifying_families, until, part=part, features=products)
+        daily = build_daily_log(
+            con, ids, qualifying_families, until, part, products, check_order=False
+        )
         frames.append(fn(build_grid(daily, customers, as_of)))
     frames = [f for f in frames if len(f)] or frames[:1]
     frame = pd.concat(frames, ignore_index=True)

@@ -82,7 +82,7 @@ def partitions(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int]]:
     return [tuple(r) for r in con.execute("SELECT * FROM _partitions ORDER BY 1").fetchall()]
 
 
-def _check_customer_order(con: duckdb.DuckDBPyConnection, customer_ids: np.ndarray) -> None:
+def check_customer_order(con: duckdb.DuckDBPyConnection, customer_ids: np.ndarray) -> None:
     stored = con.execute("SELECT customer_id FROM customer_codes ORDER BY code").fetchnumpy()
     if not np.array_equal(
         np.asarray(stored["customer_id"], dtype=object), np.asarray(customer_ids, dtype=object)
@@ -100,6 +100,7 @@ def build_daily_log(
     until: pd.Timestamp | None = None,
     part: int | None = None,
     features: dict[str, int] | None = None,
+    check_order: bool = True,
 ) -> DailyLog:
     """Per-(customer, UTC day) counts and values from the compact event store.
 
@@ -109,8 +110,11 @@ def build_daily_log(
     aggregates measured 3× slower). ``customer_ids`` must be the validated customers in order
     (their position is the customer code). ``until`` (exclusive) drops later events.
     Qualifying events (use of the product) are those whose family is in ``qualifying_families``.
+    ``check_order=False`` skips the customer-order check for a caller that made it once for
+    many partitions.
     """
-    _check_customer_order(con, customer_ids)
+    if check_order:
+        check_customer_order(con, customer_ids)
     features = product_features(con) if features is None else features
     con.register(
         "_feature_codes",
