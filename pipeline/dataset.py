@@ -21,7 +21,7 @@ from pipeline.config import DatasetConfig, FeatureConfig, LabelConfig
 from pipeline.features import KEYS, build_features_for_grid, map_partitions
 from pipeline.features.daily import DailyLog
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
-from pipeline.labels import build_labels
+from pipeline.labels import build_labels, lookback_days
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def build_training_set(
             label.qualifying_families,
             lambda grid: labelled_rows(grid, features, label, observed_until),
             until=observed_until,
+            lookback_days=lookback_days(label),
         )
     slice_of = {d: name for name, ds in split.items() for d in ds}
     frame["slice"] = frame["as_of"].map(slice_of).fillna("unused").astype("str")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import LabelConfig
-from pipeline.features.daily import US_PER_DAY
+from pipeline.features.daily import FEATURE_WINDOW_DAYS, US_PER_DAY
 from pipeline.features.grid import Grid
 
 
@@ -48,6 +48,13 @@ def in_base(grid: Grid, config: LabelConfig) -> np.ndarray:
     if config.definition == "cancellation":
         return np.ones(len(grid.keys), dtype=bool)
     return grid.index.window_sum("n_qualifying", -config.active_window_days) > 0
+
+
+def lookback_days(config: LabelConfig) -> int:
+    """Days before as_of that features plus ``in_base`` read (for ``map_partitions``)."""
+    if config.definition == "cancellation":
+        return FEATURE_WINDOW_DAYS
+    return max(FEATURE_WINDOW_DAYS, config.active_window_days)
 
 
 def build_labels(grid: Grid, config: LabelConfig, observed_until: pd.Timestamp) -> pd.DataFrame:

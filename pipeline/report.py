@@ -132,6 +132,7 @@ def backtest_frame(
     each date whose label is known: one feature pass for all dates, partition by partition."""
     from pipeline.dataset import labelled_rows
     from pipeline.features import map_partitions
+    from pipeline.labels import lookback_days
 
     def rows(grid) -> pd.DataFrame:
         frame = labelled_rows(grid, features, label, observed_until)
@@ -145,7 +146,13 @@ def backtest_frame(
         return frame.merge(has_events, on=["customer_id", "as_of"], how="left")
 
     return map_partitions(
-        con, customers, dates, label.qualifying_families, rows, until=observed_until
+        con,
+        customers,
+        dates,
+        label.qualifying_families,
+        rows,
+        until=observed_until,
+        lookback_days=lookback_days(label),
     )
 
 

@@ -41,7 +41,7 @@ from pipeline.features import KEYS, build_features_for_grid, map_partitions
 from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import write_frame, write_json
-from pipeline.labels import in_base
+from pipeline.labels import in_base, lookback_days
 from pipeline.model import ModelBundle
 from pipeline.schemas import FEATURES, SCORES, check
 from pipeline.tiers import assign_tiers, describe_policy, escalation_flags
@@ -138,7 +138,13 @@ def build_base(
         return frame
 
     frame = map_partitions(
-        data.con, customers, [as_of], label.qualifying_families, base_rows, until=as_of
+        data.con,
+        customers,
+        [as_of],
+        label.qualifying_families,
+        base_rows,
+        until=as_of,
+        lookback_days=lookback_days(label),
     )
     member = frame.pop("in_base").to_numpy()
     signup = customers["signup_at"].to_numpy("datetime64[us]")

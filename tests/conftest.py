@@ -13,7 +13,7 @@ from support import ALL_FAMILIES
 
 from pipeline.config import EventTypes, FeatureConfig
 from pipeline.events import ValidatedData, load_and_validate
-from pipeline.features import DailyLog, build_daily_log, build_features
+from pipeline.features import DailyLog, build_daily_log, build_features, features_for_dates
 
 OBSERVED_UNTIL = pd.Timestamp("2025-07-01")
 QUALIFYING = ["login", "feature_use", "purchase", "payment"]
@@ -65,11 +65,17 @@ def load_daily(
     return _load
 
 
-@pytest.fixture
+@pytest.fixture(params=["whole_log", "since_lookback"])
 def features_of(
+    request: pytest.FixtureRequest,
     load_daily: Callable[..., tuple[ValidatedData, DailyLog]],
 ) -> Callable[..., pd.DataFrame]:
-    """``features_of(events, customers, as_of_dates, config=None)`` → the features frame."""
+    """``features_of(events, customers, as_of_dates, config=None)`` → the features frame.
+
+    Every test runs twice: on a daily log of the whole history, and on the path ``churn
+    features`` takes (``features_for_dates``: partitions, days older than the 90-day lookback
+    folded into history rows).
+    """
 
     def _features(
         events: pd.DataFrame,
@@ -78,6 +84,9 @@ def features_of(
         config: FeatureConfig | None = None,
     ) -> pd.DataFrame:
         data, daily = load_daily(events, customers)
-        return build_features(daily, data.customers, as_of, config or FeatureConfig())
+        config = config or FeatureConfig()
+        if request.param == "whole_log":
+            return build_features(daily, data.customers, as_of, config)
+        return features_for_dates(data.con, data.customers, as_of, config, QUALIFYING)
 
     return _features

@@ -18,6 +18,7 @@ from support import ALL_FAMILIES
 from pipeline.config import FeatureConfig
 from pipeline.events import load_and_validate
 from pipeline.features import KEYS, build_daily_log, build_features, feature_columns
+from pipeline.features.grid import build_grid
 from pipeline.features.lifecycle import STAGES
 
 pytestmark = pytest.mark.code
@@ -451,6 +452,50 @@ def test_several_as_of_dates_in_one_call_equal_separate_single_date_calls(
     pd.testing.assert_frame_equal(together, apart)
     assert together["customer_id"].tolist() == ["c1", "c1", "c2", "c1", "c2", "c1", "c2"]
     assert together["as_of"].tolist() == [dates[0], *[d for d in dates[1:] for _ in "12"]]
+
+
+def test_a_daily_log_built_since_a_day_folds_older_events_into_one_history_row(
+    validate,
+) -> None:
+    events = log(
+        [
+            ("c1", "2024-10-01 08:00", "invoice_paid", None, 90.0),
+            ("c1", "2024-11-15 10:00", "invoice_paid", None, 100.0),  # latest payment before
+            ("c1", "2024-11-20 12:00", "login"),  # latest login before since
+            ("c1", "2024-11-30 23:59:59.999999", "complaint"),  # last instant before since
+            ("c1", "2024-12-01 00:00", "feature_used", "api"),  # first instant of since: a day row
+            ("c1", "2025-02-01 09:00", "login"),
+        ]
+    )
+    data = validate(events, CUSTOMERS)
+    ids = data.customers["customer_id"].to_numpy()
+    daily = build_daily_log(data.con, ids, ["login", "feature_use"], since=T("2024-12-01"))
+    since_day = (T("2024-12-01") - T("1970-01-01")).days
+    assert daily.history_day == since_day
+    assert daily.code.tolist() == [0, 0, 0]
+    assert daily.day.tolist() == [since_day - 1, since_day, since_day + 62]
+    cols = daily.columns
+    assert cols["n_events"].tolist() == [0, 1, 1]  # the history row counts nothing
+    assert cols["n_complaint"].tolist() == [0, 0, 0]
+    assert cols["payment_amount"][0] == 100.0
+    assert np.isnan(cols["payment_amount"][1:]).all()
+    us = lambda s: T(s).value // 1000  # noqa: E731
+    assert cols["last_complaint_us"][0] == us("2024-11-30 23:59:59.999999")
+    assert cols["last_login_us"][0] == us("2024-11-20 12:00")
+    assert cols["last_active_us"][0] == us("2024-11-20 12:00")
+    assert cols["last_event_us"][0] == us("2024-11-30 23:59:59.999999")
+
+
+def test_a_window_reaching_before_the_folded_history_is_an_error(validate) -> None:
+    data = validate(ACTIVITY, CUSTOMERS)
+    ids = data.customers["customer_id"].to_numpy()
+    daily = build_daily_log(data.con, ids, ["login"], since=A - pd.Timedelta(days=30))
+    grid = build_grid(daily, data.customers, [A])
+    assert grid.index.window_sum("n_login", -30).tolist() == [4, 0]
+    with pytest.raises(ValueError, match=r"a 31-day window before as_of reaches before day"):
+        grid.index.window_sum("n_login", -31)
+    with pytest.raises(ValueError, match="since must be a UTC midnight"):
+        build_daily_log(data.con, ids, ["login"], since=T("2025-01-01 06:00"))
 
 
 # --- property: the future never changes the past --------------------------------------------

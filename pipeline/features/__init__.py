@@ -16,6 +16,7 @@ from pipeline.config import FeatureConfig
 from pipeline.features.billing import build_billing
 from pipeline.features.breadth import build_breadth
 from pipeline.features.daily import (
+    FEATURE_WINDOW_DAYS,
     DailyLog,
     build_daily_log,
     check_customer_order,
@@ -93,21 +94,30 @@ def map_partitions(
     qualifying_families: list[str],
     fn: Callable[[Grid], pd.DataFrame],
     until: pd.Timestamp | None = None,
+    lookback_days: int | None = FEATURE_WINDOW_DAYS,
 ) -> pd.DataFrame:
     """Run ``fn`` on the grid of each customer partition of the event store and stack results.
 
     Features are per customer, so partitions are independent: memory is bounded by one
     partition, whatever the size of the log. Rows come back ordered by as_of, then customer_id,
     exactly as one unpartitioned grid would give them.
+
+    ``lookback_days``: the longest window before as_of that ``fn`` sums over; day rows older
+    than the earliest as_of minus that are folded into one history row per customer (see
+    ``build_daily_log``), so one as_of reads 90 days of day rows, not the whole log. None
+    keeps every day.
     """
     as_of = normalise_as_of(as_of)
     ids = customers["customer_id"].to_numpy()
     products = product_features(con)
     check_customer_order(con, ids)
+    since = None
+    if lookback_days is not None and len(as_of):
+        since = as_of.min() - pd.Timedelta(days=lookback_days)
     frames = []
     for part, _, _ in partitions(con):
         daily = build_daily_log(
-            con, ids, qualifying_families, until, part, products, check_order=False
+            con, ids, qualifying_families, until, part, products, check_order=False, since=since
         )
         frames.append(fn(build_grid(daily, customers, as_of)))
     frames = [f for f in frames if len(f)] or frames[:1]

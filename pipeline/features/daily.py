@@ -22,6 +22,10 @@ from pipeline.config import FAMILY_CODES
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
 MAX_FEATURES = 64
+FEATURE_WINDOW_DAYS = 90
+"""The longest backward window any feature family sums over; older events only feed the
+"last value before" columns, so a log built for as_of dates ≥ T needs day rows from T − 90 days
+on plus one history row per customer (see ``build_daily_log``'s ``since``)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class DailyLog:
     """The customer codes [lo, hi) this log covers (one partition); hi = -1 means all."""
     feature_first_day: np.ndarray | None = None
     """Per product feature, the first day anyone (in any partition) used it."""
+    history_day: int | None = None
+    """When set, days before it are folded into one row per customer on ``history_day − 1``
+    holding only "last" values (counts 0): window sums must start on or after it."""
 
     @property
     def codes(self) -> np.ndarray:
@@ -101,6 +108,7 @@ def build_daily_log(
     part: int | None = None,
     features: dict[str, int] | None = None,
     check_order: bool = True,
+    since: pd.Timestamp | None = None,
 ) -> DailyLog:
     """Per-(customer, UTC day) counts and values from the compact event store.
 
@@ -112,6 +120,12 @@ def build_daily_log(
     Qualifying events (use of the product) are those whose family is in ``qualifying_families``.
     ``check_order=False`` skips the customer-order check for a caller that made it once for
     many partitions.
+
+    ``since`` (a UTC midnight) keeps day rows only from that day on and folds each customer's
+    older events into one history row (the day before) that carries the "last" columns —
+    latest event times and the latest payment amount — with zero counts. Window sums that
+    start before ``since`` then raise instead of reading zeros; "last before" queries stay exact.
+    A single as_of needs 90 days of day rows instead of the whole log.
     """
     if check_order:
         check_customer_order(con, customer_ids)
@@ -132,6 +146,12 @@ def build_daily_log(
     if until is not None:
         where.append("e.ts < $until")
         params["until"] = int(pd.Timestamp(until).value // 1000)
+    history_day = None
+    if since is not None:
+        history_day = _utc_day(since)
+        history = _history_rows(con, where, params, history_day * US_PER_DAY, qualifying_families)
+        where.append("e.ts >= $since")
+        params["since"] = history_day * US_PER_DAY
     rows = con.execute(
         f"""
         SELECT e.code, e.ts, e.fc, coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
@@ -159,16 +179,88 @@ def build_daily_log(
         np.asarray(rows["bit"], np.int8),
         [FAMILY_CODES[f] for f in qualifying_families],
     )
+    code, day = code[starts], day[starts]
+    if history_day is not None:
+        code, day, columns = _prepend_history(code, day, columns, history, history_day - 1)
     first_day = np.array(list(features.values()), dtype=np.int64)
     return DailyLog(
         np.asarray(customer_ids),
-        code[starts],
-        day[starts],
+        code,
+        day,
         columns,
         tuple(features),
         code_range,
         first_day,
+        history_day,
     )
+
+
+def _utc_day(stamp: pd.Timestamp) -> int:
+    """Days since 1970 of a UTC midnight; a time of day is an error."""
+    stamp = pd.Timestamp(stamp)
+    if stamp.tz is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    if stamp != stamp.normalize():
+        raise ValueError(f"since must be a UTC midnight, got {stamp}")
+    return int(stamp.value // (US_PER_DAY * 1000))
+
+
+HISTORY_COLUMNS = {
+    "last_event_us": "max(e.ts)",
+    "last_login_us": "max(e.ts) FILTER (e.fc = $login)",
+    "last_feature_us": "max(e.ts) FILTER (e.fc = $feature_use)",
+    "last_complaint_us": "max(e.ts) FILTER (e.fc = $complaint)",
+    "last_active_us": "max(e.ts) FILTER (list_contains($qualifying, e.fc))",
+    "payment_amount": "arg_max(e.amount, e.ts) FILTER (e.fc = $payment AND e.amount IS NOT NULL)",
+}
+"""How each "last" day column folds over all events before ``since`` (the same events and
+the same choice as ``_reduce_days``: the latest matching event)."""
+
+
+def _history_rows(
+    con: duckdb.DuckDBPyConnection,
+    where: list[str],
+    params: dict,
+    since_us: int,
+    qualifying_families: list[str],
+) -> dict[str, np.ndarray]:
+    """Per customer with events before ``since_us``: the ``HISTORY_COLUMNS`` over them."""
+    select = ", ".join(f"{sql} AS {name}" for name, sql in HISTORY_COLUMNS.items())
+    params = {
+        **params,
+        "since": since_us,
+        "qualifying": [FAMILY_CODES[f] for f in qualifying_families],
+        **{f: FAMILY_CODES[f] for f in ("login", "feature_use", "complaint", "payment")},
+    }
+    sql = (
+        f"SELECT e.code, {select} FROM events_compact e"
+        f" WHERE {' AND '.join(where)} AND e.ts < $since GROUP BY e.code ORDER BY e.code"
+    )
+    used = {k: v for k, v in params.items() if f"${k}" in sql}
+    rows = con.execute(sql, used).fetchnumpy()
+    return {name: _dense(values) for name, values in rows.items()}
+
+
+def _prepend_history(
+    code: np.ndarray,
+    day: np.ndarray,
+    columns: dict[str, np.ndarray],
+    history: dict[str, np.ndarray],
+    history_day: int,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Insert one row per customer of ``history`` on ``history_day`` (before all its day rows),
+    keeping (code, day) order: counts 0, "last" columns from ``history``."""
+    h_code = np.asarray(history["code"], dtype=code.dtype)
+    h_day = np.full(len(h_code), history_day, dtype=day.dtype)
+    order = np.argsort(_key(np.r_[h_code, code], np.r_[h_day, day]), kind="stable")
+    merged = {}
+    for name, values in columns.items():
+        if name in history:
+            extra = np.asarray(history[name], dtype=np.float64)
+        else:
+            extra = np.zeros(len(h_code), dtype=values.dtype)
+        merged[name] = np.r_[extra.astype(values.dtype), values][order]
+    return np.r_[h_code, code][order], np.r_[h_day, day][order], merged
 
 
 def _reduce_days(
@@ -312,6 +404,13 @@ class WindowIndex:
     def _sum(self, name: str, values: np.ndarray, start: int, end: int) -> np.ndarray:
         if start >= end:
             raise ValueError(f"window start ({start}) must be before its end ({end})")
+        first = self.daily.history_day
+        if first is not None and len(self.q_day) and int(self.q_day.min()) + start < first:
+            raise ValueError(
+                f"a {-start}-day window before as_of reaches before day {first} (days since"
+                " 1970), where this daily log folds older events into history rows; build it"
+                f" with since ≤ the earliest as_of − {-start} days"
+            )
         cs = self._cumsum(name, values)
         total = cs[self._position(end)] - cs[self._position(start)]
         return total.astype(np.float64) if total.dtype == np.longdouble else total
