@@ -256,10 +256,12 @@ def worker_reference(config_path: Path, dates: list[str], out: Path, result: Pat
 
 
 def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) -> None:
-    """The fast path of ``churn features``, timed step by step."""
+    """The path of ``churn features`` (``features_for_dates``: partition by partition, 90-day
+    lookback), timed step by step; spans of the same name add up over partitions."""
     from pipeline.config import load_config
     from pipeline.events import connect, load_inputs
-    from pipeline.features import FAMILIES, build_daily_log
+    from pipeline.features import FAMILIES, FEATURE_WINDOW_DAYS, build_daily_log
+    from pipeline.features.daily import check_customer_order, partitions, product_features
     from pipeline.features.grid import build_grid, normalise_as_of
     from pipeline.io import write_frame
 
@@ -268,21 +270,39 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
     con = TimedConnection(connect(), timer)
     with timer.span("validate (load_inputs) total"):
         data = load_inputs(config, con=con)
-    with timer.span("build_daily_log total"):
-        ids = data.customers["customer_id"].to_numpy()
-        stamps = normalise_as_of(dates)
-        daily = build_daily_log(con, ids, config.label.qualifying_families, until=stamps.max())
-    with timer.span("build_grid"):
-        grid = build_grid(daily, data.customers, stamps)
-    parts = [grid.keys.reset_index(drop=True)]
-    for name, builder in FAMILIES.items():
-        with timer.span(f"family {name}"):
-            parts.append(builder(grid, config.features).reset_index(drop=True))
-    with timer.span("concat"):
-        frame = pd.concat(parts, axis=1)
+    ids = data.customers["customer_id"].to_numpy()
+    stamps = normalise_as_of(dates)
+    since = stamps.min() - pd.Timedelta(days=FEATURE_WINDOW_DAYS)
+    with timer.span("features total"):
+        products = product_features(con)
+        check_customer_order(con, ids)
+        frames, daily_rows = [], 0
+        for part, _, _ in partitions(con):
+            with timer.span("build_daily_log (all partitions)"):
+                daily = build_daily_log(
+                    con,
+                    ids,
+                    config.label.qualifying_families,
+                    stamps.max(),
+                    part,
+                    products,
+                    check_order=False,
+                    since=since,
+                )
+            daily_rows += len(daily)
+            with timer.span("build_grid"):
+                grid = build_grid(daily, data.customers, stamps)
+            parts = [grid.keys.reset_index(drop=True)]
+            for name, builder in FAMILIES.items():
+                with timer.span(f"family {name}"):
+                    parts.append(builder(grid, config.features).reset_index(drop=True))
+            frames.append(pd.concat(parts, axis=1))
+        with timer.span("concat and sort"):
+            frame = pd.concat(frames, ignore_index=True)
+            frame = frame.sort_values(["as_of", "customer_id"], kind="stable", ignore_index=True)
     with timer.span("write parquet"):
         write_frame(frame, out)
-    write_json({"phases_s": timer.rounded(), "rows": len(frame), "daily_rows": len(daily)}, result)
+    write_json({"phases_s": timer.rounded(), "rows": len(frame), "daily_rows": daily_rows}, result)
 
 
 # ---------------------------------------------------------------- equality

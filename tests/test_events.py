@@ -287,6 +287,11 @@ def test_an_exact_duplicate_event_keeps_the_first_row_and_rejects_the_later_ones
     )
     kept = data.con.execute("SELECT feature FROM events ORDER BY occurred_at, feature").df()
     assert list(kept["feature"]) == ["exports", "reports", "reports"]
+    # Only duplicates: the rejects still carry the row's values as read.
+    assert (
+        data.event_rejects[["customer_id", "event_type", "feature"]].values.tolist()
+        == [["c1", "feature_used", "reports"]] * 2
+    )
     assert data.report.event_rejects == {DUPLICATE: 2}
 
 
@@ -370,6 +375,41 @@ def test_an_unknown_severity_is_rejected_and_known_ones_become_ordinals(
     )
     severity = data.con.execute("SELECT severity FROM events ORDER BY occurred_at").df()
     assert severity["severity"].tolist() == [3, 4, pd.NA, 1]
+
+
+def test_a_numeric_severity_column_keeps_1_to_4_and_rejects_other_numbers(
+    validate: Validate,
+) -> None:
+    frame = events(
+        [
+            ("c1", "2025-01-01", "complaint", 3),
+            ("c1", "2025-01-02", "complaint", 0),
+            ("c1", "2025-01-03", "complaint", None),
+            ("c1", "2025-01-04", "complaint", 2.5),
+        ],
+        columns=("severity",),
+    )
+    data = validate(frame, customers("c1"))
+    pd.testing.assert_frame_equal(
+        reasons(data.event_rejects),
+        expected_reasons((2, UNKNOWN_SEVERITY), (4, UNKNOWN_SEVERITY)),
+    )
+    severity = data.con.execute("SELECT severity FROM events ORDER BY occurred_at").df()
+    assert severity["severity"].tolist() == [3, pd.NA]
+
+
+def test_an_integer_amount_column_is_read_as_money_and_negatives_are_rejected(
+    validate: Validate,
+) -> None:
+    frame = events(
+        [("c1", "2025-01-01", "purchase", 12), ("c1", "2025-01-02", "purchase", -3)],
+        columns=("amount",),
+    ).astype({"amount": "int64"})
+    data = validate(frame, customers("c1"))
+    pd.testing.assert_frame_equal(
+        reasons(data.event_rejects), expected_reasons((2, "negative amount"))
+    )
+    assert data.con.execute("SELECT amount FROM events").fetchall() == [(12.0,)]
 
 
 def test_events_of_a_customer_missing_from_the_customers_table_are_rejected(

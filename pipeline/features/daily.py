@@ -71,8 +71,8 @@ def product_features(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """The product features used in the valid log, sorted by name, each with the UTC day
     (days since 1970) anyone first used it."""
     rows = con.execute(
-        f"SELECT feature, min(ts) // {US_PER_DAY} FROM events_compact"
-        " WHERE fc = $fc AND feature IS NOT NULL GROUP BY 1 ORDER BY 1",
+        f"SELECT f.feature, min(e.ts) // {US_PER_DAY} FROM events_compact e"
+        " JOIN _features f USING (ftc) WHERE e.fc = $fc GROUP BY 1 ORDER BY 1",
         {"fc": FAMILY_CODES["feature_use"]},
     ).fetchall()
     names = {str(r[0]): int(r[1]) for r in rows}
@@ -157,7 +157,8 @@ def build_daily_log(
         SELECT e.code, e.ts, e.fc, coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
                coalesce(b.bit, -1)::TINYINT AS bit
         FROM events_compact e
-        LEFT JOIN _feature_codes b ON e.fc = $fc AND e.feature = b.feature
+        LEFT JOIN (SELECT f.ftc, b.bit FROM _features f JOIN _feature_codes b USING (feature)) b
+            ON e.fc = $fc AND e.ftc = b.ftc
         WHERE {" AND ".join(where)}
         ORDER BY e.code, e.ts
         """,
