@@ -7,8 +7,9 @@ a temporary folder), over which two views serve the rest of the pipeline:
 
 - ``events``: ``customer_id, occurred_at (TIMESTAMP, UTC), event_type, family, feature, amount,
   severity`` (``severity`` is an ordinal 1 low, 2 medium, 3 high, 4 critical);
-- ``events_compact``: the same rows with integer customer ``code``, ``ts`` (epoch µs), family
-  code ``fc`` and partition ``part``, for the feature pass (``features.daily``).
+- ``events_compact``: the same rows with integer customer ``code``, ``ts`` (epoch µs), event
+  type code ``etc`` (``_event_types``), family code ``fc``, feature code ``ftc`` (``_features``)
+  and partition ``part``, for the feature pass (``features.daily``).
 
 Time semantics: timestamps are UTC. Naive values (no offset) are read as UTC and counted in the
 report; values with an offset are converted to UTC. In memory they are naive UTC.
