@@ -366,6 +366,22 @@ def test_a_payment_exactly_at_as_of_minus_90_days_is_recent_for_mrr_change(
     pd.testing.assert_frame_equal(pick(frame, want), want)
 
 
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]], ids=["small_first", "large_first"])
+def test_of_two_payments_at_the_same_instant_mrr_takes_the_larger_whatever_the_row_order(
+    features_of: FeaturesOf, order: list[int]
+) -> None:
+    rows = [
+        ("c1", "2025-02-15 10:00", "invoice_paid", None, 40.0),
+        ("c1", "2025-02-15 10:00", "invoice_paid", None, 70.0),
+        ("c1", "2024-10-01 10:00", "invoice_paid", None, 30.0),  # folded into history
+        ("c1", "2024-10-01 10:00", "invoice_paid", None, 35.0),
+    ]
+    events = log([rows[i] for i in order] + [rows[2 + i] for i in order])
+    frame = features_of(events, CUSTOMERS[:1], [A])
+    want = expected({"mrr": [70.0], "mrr_change_90d": [35.0]}, ["c1"])
+    pd.testing.assert_frame_equal(pick(frame, want), want)
+
+
 def test_lifecycle_stage_changes_exactly_at_its_tenure_thresholds(
     features_of: FeaturesOf,
 ) -> None:

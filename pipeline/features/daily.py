@@ -160,7 +160,7 @@ def build_daily_log(
         LEFT JOIN (SELECT f.ftc, b.bit FROM _features f JOIN _feature_codes b USING (feature)) b
             ON e.fc = $fc AND e.ftc = b.ftc
         WHERE {" AND ".join(where)}
-        ORDER BY e.code, e.ts
+        ORDER BY e.code, e.ts, e.amount NULLS FIRST
         """,
         params,
     ).fetchnumpy()
@@ -212,10 +212,13 @@ HISTORY_COLUMNS = {
     "last_feature_us": "max(e.ts) FILTER (e.fc = $feature_use)",
     "last_complaint_us": "max(e.ts) FILTER (e.fc = $complaint)",
     "last_active_us": "max(e.ts) FILTER (list_contains($qualifying, e.fc))",
-    "payment_amount": "arg_max(e.amount, e.ts) FILTER (e.fc = $payment AND e.amount IS NOT NULL)",
+    "payment_amount": (
+        "arg_max(e.amount, (e.ts, e.amount)) FILTER (e.fc = $payment AND e.amount IS NOT NULL)"
+    ),
 }
 """How each "last" day column folds over all events before ``since`` (the same events and
-the same choice as ``_reduce_days``: the latest matching event)."""
+the same choice as ``_reduce_days``: the latest matching event; of two payments at the same
+microsecond, the larger amount, so that ties never depend on thread scheduling)."""
 
 
 def _history_rows(
@@ -276,7 +279,8 @@ def _reduce_days(
     """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day.
 
     Counts are ``bincount`` over each event's day index; "last" values take the last event of
-    each day among the matching events (the arrays are in time order within a day).
+    each day among the matching events (the arrays are in time order within a day, equal times
+    by amount, so a tie between two payments always resolves to the larger).
     """
     n_days = len(starts)
     if n_days == 0:

@@ -231,7 +231,7 @@ def support(
 
 def last_payment(payments: pd.DataFrame, ids: pd.Index) -> pd.Series:
     """Amount of each customer's latest payment (NaN where none); ``last`` skips missing amounts."""
-    ordered = payments.sort_values("occurred_at", kind="stable")
+    ordered = payments.sort_values(["occurred_at", "amount"], kind="stable", na_position="first")
     return ordered.groupby("customer_id")["amount"].last().reindex(ids).astype("float64")
 
 
