@@ -160,7 +160,7 @@ def build_daily_log(
         LEFT JOIN (SELECT f.ftc, b.bit FROM _features f JOIN _feature_codes b USING (feature)) b
             ON e.fc = $fc AND e.ftc = b.ftc
         WHERE {" AND ".join(where)}
-        ORDER BY e.code, e.ts, e.amount NULLS FIRST
+        ORDER BY e.code, e.ts
         """,
         params,
     ).fetchnumpy()
@@ -279,8 +279,9 @@ def _reduce_days(
     """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day.
 
     Counts are ``bincount`` over each event's day index; "last" values take the last event of
-    each day among the matching events (the arrays are in time order within a day, equal times
-    by amount, so a tie between two payments always resolves to the larger).
+    each day among the matching events (the arrays are in time order within a day; of two
+    payments at the same microsecond the larger amount counts as the later, whatever the order
+    the sort left them in).
     """
     n_days = len(starts)
     if n_days == 0:
@@ -293,11 +294,13 @@ def _reduce_days(
         rows = group if mask is None else group[mask]
         return np.bincount(rows, minlength=n_days).astype(np.int32)
 
-    def last(mask: np.ndarray | None, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    def last(mask: np.ndarray | None, values: np.ndarray, by_value: bool = False) -> np.ndarray:
         where = np.flatnonzero(mask) if mask is not None else np.arange(len(ts))
+        if by_value:  # equal times: the larger value last (the sort left ties in any order)
+            where = where[np.lexsort((values[where], ts[where], group[where]))]
         days = group[where]
         final = np.r_[days[1:] != days[:-1], True] if len(days) else np.zeros(0, bool)
-        out = np.full(n_days, fill, dtype=np.float64)
+        out = np.full(n_days, np.nan, dtype=np.float64)
         out[days[final]] = values[where[final]]
         return out
 
@@ -326,7 +329,7 @@ def _reduce_days(
         "last_complaint_us": last(fam["complaint"], ts),
         "last_active_us": last(qualifies, ts),
         "spend": np.bincount(group, weights=money, minlength=n_days),
-        "payment_amount": last(fam["payment"] & ~np.isnan(amount), amount),
+        "payment_amount": last(fam["payment"] & ~np.isnan(amount), amount, by_value=True),
         "feature_mask": feature_mask,
     }
 
