@@ -268,25 +268,37 @@ def test_events_at_or_after_observed_until_are_rejected_as_in_the_future(
     ]
 
 
+@pytest.mark.parametrize("key_bits", [62, 8], ids=["one_integer_key", "two_sort_keys"])
+@pytest.mark.parametrize("partition_customers", [10_000, 1])
 def test_an_exact_duplicate_event_keeps_the_first_row_and_rejects_the_later_ones(
-    validate: Validate,
+    validate: Validate, monkeypatch: pytest.MonkeyPatch, key_bits: int, partition_customers: int
 ) -> None:
+    monkeypatch.setattr("pipeline.events.KEY_BITS", key_bits)
     frame = events(
         [
             ("c1", "2025-01-01 10:00", "feature_used", "reports"),
             ("c1", "2025-01-01 10:00", "feature_used", "exports"),
             ("c1", "2025-01-01 10:00", "feature_used", "reports"),
             ("c1", "2025-01-01 10:00:01", "feature_used", "reports"),
+            ("c2", "2025-01-01 10:00", "feature_used", "reports"),
             ("c1", "2025-01-01 10:00", "feature_used", "reports"),
         ],
         columns=("feature",),
     )
-    data = validate(frame, customers("c1"))
+    data = validate(frame, customers("c1", "c2", "c3"), partition_customers=partition_customers)
     pd.testing.assert_frame_equal(
-        reasons(data.event_rejects), expected_reasons((3, DUPLICATE), (5, DUPLICATE))
+        reasons(data.event_rejects), expected_reasons((3, DUPLICATE), (6, DUPLICATE))
     )
-    kept = data.con.execute("SELECT feature FROM events ORDER BY occurred_at, feature").df()
-    assert list(kept["feature"]) == ["exports", "reports", "reports"]
+    kept = data.con.execute(
+        "SELECT customer_id, feature FROM events ORDER BY customer_id, occurred_at, feature"
+    ).df()
+    assert kept.values.tolist() == [
+        ["c1", "exports"],
+        ["c1", "reports"],
+        ["c1", "reports"],
+        ["c2", "reports"],
+    ]
+    assert (data.report.events_valid, data.report.customers_without_events) == (4, 1)
     # Only duplicates: the rejects still carry the row's values as read.
     assert (
         data.event_rejects[["customer_id", "event_type", "feature"]].values.tolist()

@@ -69,9 +69,9 @@ def _key(code: np.ndarray, day: np.ndarray) -> np.ndarray:
 
 def product_features(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """The product features used in the valid log, sorted by name, each with the UTC day
-    (days since 1970) anyone first used it."""
+    (days since 1970) anyone first used it (exact duplicates change no first day)."""
     rows = con.execute(
-        f"SELECT f.feature, min(e.ts) // {US_PER_DAY} FROM events_compact e"
+        f"SELECT f.feature, min(e.ts) // {US_PER_DAY} FROM events_stored e"
         " JOIN _features f USING (ftc) WHERE e.fc = $fc GROUP BY 1 ORDER BY 1",
         {"fc": FAMILY_CODES["feature_use"]},
     ).fetchall()
@@ -228,7 +228,9 @@ def _history_rows(
     since_us: int,
     qualifying_families: list[str],
 ) -> dict[str, np.ndarray]:
-    """Per customer with events before ``since_us``: the ``HISTORY_COLUMNS`` over them."""
+    """Per customer with events before ``since_us``: the ``HISTORY_COLUMNS`` over them.
+
+    Reads ``events_stored``: an exact duplicate changes no latest time or amount."""
     select = ", ".join(f"{sql} AS {name}" for name, sql in HISTORY_COLUMNS.items())
     params = {
         **params,
@@ -237,7 +239,7 @@ def _history_rows(
         **{f: FAMILY_CODES[f] for f in ("login", "feature_use", "complaint", "payment")},
     }
     sql = (
-        f"SELECT e.code, {select} FROM events_compact e"
+        f"SELECT e.code, {select} FROM events_stored e"
         f" WHERE {' AND '.join(where)} AND e.ts < $since GROUP BY e.code ORDER BY e.code"
     )
     used = {k: v for k, v in params.items() if f"${k}" in sql}
