@@ -184,6 +184,40 @@ def test_a_missing_event_type_is_rejected(validate: Validate) -> None:
     )
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_padded_event_types_and_features_are_trimmed_in_files_of_either_format(
+    tmp_path: Path, event_types: EventTypes, suffix: str
+) -> None:
+    frame = events(
+        [
+            ("c1", "2025-01-01", " feature_used ", " reports"),
+            ("c1", "2025-01-02", "feature_used", "reports  "),
+            ("c1", "2025-01-03", "login", " "),
+            ("c1", "2025-01-04", "  ", "reports"),
+        ],
+        columns=("feature",),
+    )
+    path = tmp_path / f"events{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    data = load_and_validate(
+        path, customers("c1"), event_types, observed_until=OBSERVED_UNTIL, max_reject_share=1.0
+    )
+    pd.testing.assert_frame_equal(
+        reasons(data.event_rejects), expected_reasons((4, "missing event_type"))
+    )
+    kept = data.con.execute(
+        "SELECT event_type, family, feature FROM events ORDER BY occurred_at"
+    ).fetchall()
+    assert kept == [
+        ("feature_used", "feature_use", "reports"),
+        ("feature_used", "feature_use", "reports"),
+        ("login", "login", None),
+    ]
+
+
 def test_a_naive_timestamp_is_read_as_utc(validate: Validate) -> None:
     frame = events(
         [("c1", "2025-01-01 10:00:00", "login"), ("c2", "2025-01-01T12:00:00+02:00", "login")]
