@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from support import DEMO_EVENT_TYPES
@@ -12,6 +13,7 @@ from pipeline.config import EventTypes, FeatureConfig, LabelConfig
 from pipeline.dataset import build_training_set
 from pipeline.events import load_and_validate
 from pipeline.features import features_for_dates, partitions
+from pipeline.features.daily import time_order
 
 pytestmark = pytest.mark.data
 
@@ -48,6 +50,31 @@ def test_features_built_partition_by_partition_equal_one_pass(demo):
     parts = features_for_dates(many.con, many.customers, DATES, FeatureConfig(), qualifying)
     pd.testing.assert_frame_equal(parts, whole)
     assert len(whole) > 500
+
+
+def test_features_do_not_depend_on_how_events_are_sorted_or_duplicates_found(demo, monkeypatch):
+    """One int64 sort key or two sort keys (the fallback for logs too long for one key): the
+    same duplicates, the same feature values."""
+    qualifying = LabelConfig().qualifying_families
+    one_key = validated(demo, 70)
+    config = FeatureConfig()
+    expected = features_for_dates(one_key.con, one_key.customers, DATES, config, qualifying)
+    monkeypatch.setattr("pipeline.events.KEY_BITS", 4)
+    monkeypatch.setattr("pipeline.features.daily.KEY_BITS", 4)
+    two_keys = validated(demo, 70)
+    got = features_for_dates(two_keys.con, two_keys.customers, DATES, config, qualifying)
+    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(two_keys.event_rejects, one_key.event_rejects)
+    assert len(one_key.event_rejects) > 0
+
+
+def test_time_order_sorts_by_customer_then_time_with_one_key_or_two(monkeypatch):
+    code = np.array([2, 0, 2, 1, 0], dtype=np.int32)
+    ts = np.array([5, 9, 1, 7, 3], dtype=np.int64)
+    assert time_order(code, ts).tolist() == [4, 1, 3, 2, 0]
+    monkeypatch.setattr("pipeline.features.daily.KEY_BITS", 2)
+    assert time_order(code, ts).tolist() == [4, 1, 3, 2, 0]
+    assert time_order(code[:0], ts[:0]).tolist() == []
 
 
 def test_training_sets_built_partition_by_partition_equal_one_pass(demo):

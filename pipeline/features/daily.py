@@ -130,11 +130,7 @@ def build_daily_log(
     if check_order:
         check_customer_order(con, customer_ids)
     features = product_features(con) if features is None else features
-    con.register(
-        "_feature_codes",
-        pd.DataFrame({"feature": list(features), "bit": np.arange(len(features), dtype=np.int8)}),
-    )
-    where, params = ["TRUE"], {"fc": FAMILY_CODES["feature_use"]}
+    where, params = ["TRUE"], {}
     code_range = (0, -1)
     if part is not None:
         ((lo, hi),) = con.execute(
@@ -155,29 +151,28 @@ def build_daily_log(
     rows = con.execute(
         f"""
         SELECT e.code, e.ts, e.fc, coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
-               coalesce(b.bit, -1)::TINYINT AS bit
-        FROM events_compact e
-        LEFT JOIN (SELECT f.ftc, b.bit FROM _features f JOIN _feature_codes b USING (feature)) b
-            ON e.fc = $fc AND e.ftc = b.ftc
-        WHERE {" AND ".join(where)}
-        ORDER BY e.code, e.ts
+               coalesce(e.ftc, -1) AS ftc
+        FROM events_compact e WHERE {" AND ".join(where)}
         """,
         params,
     ).fetchnumpy()
-    con.unregister("_feature_codes")
     code, ts = np.asarray(rows["code"], np.int32), np.asarray(rows["ts"], np.int64)
     if len(ts) and ts.min() < 0:
         raise ValueError("events before 1970-01-01 are not supported; check occurred_at values")
+    order = time_order(code, ts)
+    code, ts = code[order], ts[order]
+    fc = np.asarray(rows["fc"], np.int8)[order]
+    bit = _feature_bits(con, features, fc, np.asarray(rows["ftc"], np.int64)[order])
     day = (ts // US_PER_DAY).astype(np.int32)
     key = _key(code, day)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
     columns = _reduce_days(
         starts,
         ts,
-        np.asarray(rows["fc"], np.int8),
-        np.asarray(rows["severity"], np.int8),
-        _dense(rows["amount"]),
-        np.asarray(rows["bit"], np.int8),
+        fc,
+        np.asarray(rows["severity"], np.int8)[order],
+        _dense(rows["amount"])[order],
+        bit,
         [FAMILY_CODES[f] for f in qualifying_families],
     )
     code, day = code[starts], day[starts]
@@ -194,6 +189,42 @@ def build_daily_log(
         first_day,
         history_day,
     )
+
+
+KEY_BITS = 62
+
+
+def time_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The permutation that sorts events by (customer code, time).
+
+    One int64 key (code offset, then microseconds since the first event) and numpy's argsort
+    (3 ms for a 280k-row partition here) when both fit in ``KEY_BITS``; two sort keys
+    (``lexsort``, ~12x slower) when not. An ORDER BY in the DuckDB query cost ~4x the one-key
+    sort. Ties (equal customer and time) come out in any order; consumers resolve them by value.
+    """
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.intp)
+    code, ts = np.asarray(code, np.int64), np.asarray(ts, np.int64)
+    code_first, ts_first = code.min(), ts.min()
+    ts_bits = int(ts.max() - ts_first).bit_length()
+    if int(code.max() - code_first).bit_length() + ts_bits <= KEY_BITS:
+        return np.argsort(((code - code_first) << ts_bits) | (ts - ts_first))
+    return np.lexsort((ts, code))
+
+
+def _feature_bits(
+    con: duckdb.DuckDBPyConnection, features: dict[str, int], fc: np.ndarray, ftc: np.ndarray
+) -> np.ndarray:
+    """Per event, the bit of its product feature (position in ``features``) for feature use,
+    −1 for other events and for features not in ``features``."""
+    codes = dict(con.execute("SELECT feature, ftc FROM _features").fetchall())
+    # One slot more than the largest code: events without a feature index it as -1 (the last).
+    lookup = np.full(max(codes.values(), default=-1) + 2, -1, dtype=np.int8)
+    for position, name in enumerate(features):
+        if name in codes:
+            lookup[codes[name]] = position
+    used = (fc == FAMILY_CODES["feature_use"]) & (ftc >= 0)
+    return np.where(used, lookup[np.where(used, ftc, -1)], -1).astype(np.int8)
 
 
 def _utc_day(stamp: pd.Timestamp) -> int:
