@@ -397,10 +397,11 @@ def validate_events(
     )
     con.execute("DROP VIEW IF EXISTS events_parsed")
     con.execute(f"CREATE TEMP VIEW events_parsed AS {parsed}")
-    parts = _write_store(con, store_dir, partition_customers)
+    layout = KindLayout.for_dictionaries(con)
+    parts = _write_store(con, store_dir, partition_customers, layout)
     scan = _scan_store(con, store_dir, parts, partition_customers, check_duplicates)
     duplicates = scan.duplicates
-    _create_event_views(con, store_dir, parts, duplicates, partition_customers)
+    _create_event_views(con, store_dir, parts, duplicates, partition_customers, layout)
     # Parquet and CSV-table row counts are metadata: when every row reached the store, no row
     # failed a check and the rejects need no second pass over the parsed log.
     n_stored = scan.rows + scan.duplicates
@@ -449,6 +450,60 @@ COMPACT_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class KindLayout:
+    """How the event type, family, feature and severity codes share the store's one integer
+    column ``kind``: from the low bits, severity (0 = none), family code, feature code + 1
+    (0 = none), event type code. Four small columns cost ~0.85 s more to write than one at 40M
+    rows (the Parquet writer's per-column work), and every reader unpacks them with shifts."""
+
+    ftc_bits: int
+    etc_bits: int
+
+    SEVERITY_BITS = 3
+    FAMILY_BITS = max(FAMILY_CODES.values()).bit_length()
+
+    @classmethod
+    def for_dictionaries(cls, con: duckdb.DuckDBPyConnection) -> KindLayout:
+        (n_types,) = con.execute("SELECT count(*) FROM _event_types").fetchall()[0]
+        (n_features,) = con.execute("SELECT count(*) FROM _features").fetchall()[0]
+        return cls(
+            ftc_bits=int(n_features).bit_length(),
+            etc_bits=max(int(n_types) - 1, 0).bit_length(),
+        )
+
+    @property
+    def ftc_shift(self) -> int:
+        return self.SEVERITY_BITS + self.FAMILY_BITS
+
+    @property
+    def etc_shift(self) -> int:
+        return self.ftc_shift + self.ftc_bits
+
+    @property
+    def sql_type(self) -> str:
+        return "INTEGER" if self.etc_shift + self.etc_bits <= 31 else "BIGINT"
+
+    def pack_sql(self) -> str:
+        """``kind`` from the columns ``etc``, ``fc``, ``ftc`` and ``severity``."""
+        return (
+            f"CAST((CAST(etc AS BIGINT) << {self.etc_shift})"
+            f" | (CAST(coalesce(ftc + 1, 0) AS BIGINT) << {self.ftc_shift})"
+            f" | (CAST(fc AS BIGINT) << {self.SEVERITY_BITS})"
+            f" | coalesce(severity, 0) AS {self.sql_type})"
+        )
+
+    def unpack_sql(self) -> dict[str, str]:
+        """SQL for ``etc``, ``fc``, ``ftc`` and ``severity`` (NULL where none) from ``kind``."""
+        family_mask, feature_mask = (1 << self.FAMILY_BITS) - 1, (1 << self.ftc_bits) - 1
+        return {
+            "etc": f"CAST(kind >> {self.etc_shift} AS INTEGER)",
+            "fc": f"CAST((kind >> {self.SEVERITY_BITS}) & {family_mask} AS TINYINT)",
+            "ftc": f"CAST(NULLIF((kind >> {self.ftc_shift}) & {feature_mask}, 0) - 1 AS INTEGER)",
+            "severity": f"CAST(NULLIF(kind & {(1 << self.SEVERITY_BITS) - 1}, 0) AS TINYINT)",
+        }
+
+
 def _dictionaries(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> None:
     """Number the distinct event types (``_event_types``: ``etc``, name, family, family code
     ``fc``, 0 when unmapped) and feature names (``_features``: ``ftc``, name) of the log, so
@@ -486,11 +541,14 @@ def _customer_codes(con: duckdb.DuckDBPyConnection, src: str, check_customers: b
     """)
 
 
-def _write_store(con: duckdb.DuckDBPyConnection, store_dir: Path, size: int) -> list[int]:
+def _write_store(
+    con: duckdb.DuckDBPyConnection, store_dir: Path, size: int, layout: KindLayout
+) -> list[int]:
     """Write the valid events, compact and partitioned by customer code, to ``store_dir``.
 
     One streaming pass: ``code`` is the customer's position in the sorted customers table,
-    ``ts`` epoch microseconds (UTC), ``fc`` the family code; partition ``part`` holds the
+    ``ts`` epoch microseconds (UTC), ``kind`` the type, family, feature and severity codes
+    (``KindLayout``); partition ``part`` holds the
     customers with ``code // size == part``. Returns the partition numbers written.
     Parquet V2 (delta encodings): half the size of V1 for this data, written 10 % faster and
     read back twice as fast, and every later step reads it back.
@@ -500,7 +558,7 @@ def _write_store(con: duckdb.DuckDBPyConnection, store_dir: Path, size: int) -> 
     con.execute(
         f"""
         COPY (
-            SELECT code, epoch_us(occurred_at) AS ts, etc, fc, ftc, amount, severity,
+            SELECT code, epoch_us(occurred_at) AS ts, {layout.pack_sql()} AS kind, amount,
                    _row::BIGINT AS _row, (code // {int(size)})::INTEGER AS part
             FROM events_parsed WHERE reason IS NULL
         ) TO {_literal(str(store_dir))}
@@ -567,7 +625,7 @@ def _scan_store(
     if check_duplicates and pairs:
         frame = pd.concat(pairs).drop_duplicates().astype({"code": "int32", "ts": "int64"})
         con.register("_duplicate_pair_frame", frame)
-        key = "code, ts, etc, ftc, amount, severity"
+        key = "code, ts, kind, amount"  # kind: type, family, feature and severity
         con.execute(f"""
             INSERT INTO _duplicate_rows
             SELECT _row FROM (
@@ -582,11 +640,21 @@ def _scan_store(
 
 
 def _create_event_views(
-    con: duckdb.DuckDBPyConnection, store_dir: Path, parts: list[int], duplicates: int, size: int
+    con: duckdb.DuckDBPyConnection,
+    store_dir: Path,
+    parts: list[int],
+    duplicates: int,
+    size: int,
+    layout: KindLayout,
 ) -> None:
     """``events_compact`` (codes, for the feature pass) and ``events`` (names, for everyone)."""
     if parts:
-        source = f"read_parquet({_part_glob(store_dir)}, hive_partitioning = true)"
+        codes = layout.unpack_sql()
+        source = (
+            f"(SELECT code, ts, {codes['etc']} AS etc, {codes['fc']} AS fc,"
+            f" {codes['ftc']} AS ftc, amount, {codes['severity']} AS severity, _row, part"
+            f" FROM read_parquet({_part_glob(store_dir)}, hive_partitioning = true))"
+        )
     else:
         columns = ", ".join(
             f"CAST(NULL AS {c.split()[1]}) AS {c.split()[0]}" for c in COMPACT_COLUMNS.split(",")

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from pipeline.config import EventTypes
-from pipeline.events import InputError, RejectsExceeded, ValidatedData, load_and_validate
+from pipeline.events import (
+    InputError,
+    KindLayout,
+    RejectsExceeded,
+    ValidatedData,
+    connect,
+    load_and_validate,
+)
 
 pytestmark = pytest.mark.data
 
@@ -716,3 +723,36 @@ def test_observed_until_defaults_to_the_day_after_the_last_valid_event(
     frame = events([("c1", "2025-01-01 10:00", "login"), ("c1", "2025-02-03 23:59", "login")])
     data = load_and_validate(frame, customers("c1"), event_types)
     assert data.observed_until == T("2025-02-04")
+
+
+@pytest.mark.parametrize(
+    ("layout", "sql_type"),
+    [
+        (KindLayout(ftc_bits=4, etc_bits=4), "INTEGER"),
+        (KindLayout(ftc_bits=20, etc_bits=20), "BIGINT"),
+    ],
+)
+def test_the_store_packs_type_family_feature_and_severity_into_one_column_and_back(
+    layout: KindLayout, sql_type: str
+) -> None:
+    big_etc, big_ftc = (1 << layout.etc_bits) - 1, (1 << layout.ftc_bits) - 2
+    rows = pd.DataFrame(
+        {
+            "etc": [0, 3, big_etc],
+            "fc": pd.array([0, 7, 2], dtype="Int8"),
+            "ftc": pd.array([None, 0, big_ftc], dtype="Int32"),
+            "severity": pd.array([None, 4, 1], dtype="Int8"),
+        }
+    )
+    con = connect()
+    con.register("rows", rows)
+    codes = layout.unpack_sql()
+    back = con.execute(
+        f"SELECT {', '.join(f'{sql} AS {name}' for name, sql in codes.items())},"
+        f" typeof(kind) AS type FROM (SELECT {layout.pack_sql()} AS kind FROM rows)"
+    ).fetchall()
+    assert back == [
+        (0, 0, None, None, sql_type),
+        (3, 7, 0, 4, sql_type),
+        (big_etc, 2, big_ftc, 1, sql_type),
+    ]
