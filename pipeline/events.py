@@ -126,24 +126,40 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _source_sql(con: duckdb.DuckDBPyConnection, source: Path | pd.DataFrame, name: str) -> str:
+def _source_sql(
+    con: duckdb.DuckDBPyConnection,
+    source: Path | pd.DataFrame,
+    name: str,
+    only_rows: str | None = None,
+) -> str:
     """Register ``source`` and return a FROM-clause expression that reads it with a row number.
 
     Row numbers are 1-based data rows (header excluded), as a user counts them in a spreadsheet.
+    ``only_rows`` (a relation with a column ``_row``) keeps just those rows; for Parquet the
+    filter reaches the file reader, which then decodes only the row groups that hold them
+    (half the time of a join over every row).
     """
+    keep = f"_row IN (SELECT _row FROM {only_rows})" if only_rows else "TRUE"
     if isinstance(source, pd.DataFrame):
         con.register(f"{name}_frame", source)
-        return f"(SELECT *, row_number() OVER () AS _row FROM {name}_frame)"
+        numbered = f"SELECT *, row_number() OVER () AS _row FROM {name}_frame"
+        return f"(SELECT * FROM ({numbered}) WHERE {keep})"
     path = Path(source)
     if not path.exists():
         raise InputError(f"{name} file '{path}' does not exist; check data.{name} in the config")
     quoted = "'" + str(path).replace("'", "''") + "'"
     if path.suffix.lower() == ".csv":
-        return (
-            f"(SELECT *, row_number() OVER () AS _row FROM read_csv({quoted}, header = true,"
-            " all_varchar = true))"
+        numbered = (
+            f"SELECT *, row_number() OVER () AS _row FROM read_csv({quoted}, header = true,"
+            " all_varchar = true)"
         )
-    return f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row FROM read_parquet({quoted}, file_row_number = true))"  # noqa: E501
+        return f"(SELECT * FROM ({numbered}) WHERE {keep})"
+    # file_row_number is 0-based; the filter names it unchanged so that it is pushed down.
+    frn = f"file_row_number IN (SELECT _row - 1 FROM {only_rows})" if only_rows else "TRUE"
+    return (
+        "(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row"
+        f" FROM read_parquet({quoted}, file_row_number = true) WHERE {frn})"
+    )
 
 
 def _source_label(source: Path | pd.DataFrame, label: str) -> str:
@@ -428,7 +444,8 @@ def validate_events(
                {"CAST(s.feature AS VARCHAR)" if "feature" in cols else "NULL"} AS feature,
                {"CAST(s.amount AS VARCHAR)" if "amount" in cols else "NULL"} AS amount,
                {"CAST(s.severity AS VARCHAR)" if "severity" in cols else "NULL"} AS severity
-        FROM {src} s JOIN bad USING (_row) ORDER BY 1
+        FROM {_source_sql(con, source, "events", only_rows="bad")} s JOIN bad USING (_row)
+        ORDER BY 1
     """).df()
     unknown = dict(
         con.execute(
