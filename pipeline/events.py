@@ -567,8 +567,10 @@ def _write_store(
     ``ts`` epoch microseconds (UTC), ``kind`` the type, family, feature and severity codes
     (``KindLayout``); partition ``part`` holds the
     customers with ``code // size == part``. Returns the partition numbers written.
-    Parquet V2 (delta encodings): half the size of V1 for this data, written 10 % faster and
-    read back twice as fast, and every later step reads it back.
+    Parquet V2 (delta encodings), without a compression codec or dictionary pages: the store is
+    temporary and read back several times, so write and read speed count, not size. Measured
+    at 40M rows: V2 wrote 0.4 s faster than V1 and read back twice as fast; leaving out the
+    codec and dictionary pages saved ~0.35 s more (317 MB instead of 250 MB on disk).
     """
     shutil.rmtree(store_dir, ignore_errors=True)
     store_dir.mkdir(parents=True)
@@ -579,7 +581,8 @@ def _write_store(
                    _row::BIGINT AS _row, (code // {int(size)})::INTEGER AS part
             FROM events_parsed WHERE reason IS NULL
         ) TO {_literal(str(store_dir))}
-        (FORMAT parquet, PARQUET_VERSION V2, PARTITION_BY (part), OVERWRITE_OR_IGNORE)
+        (FORMAT parquet, PARQUET_VERSION V2, COMPRESSION uncompressed, DICTIONARY_SIZE_LIMIT 1,
+         PARTITION_BY (part), OVERWRITE_OR_IGNORE)
         """
     )
     return sorted(int(p.name.split("=", 1)[1]) for p in store_dir.glob("part=*"))
