@@ -463,7 +463,7 @@ def validate_events(
 
 COMPACT_COLUMNS = (
     "code INTEGER, ts BIGINT, etc INTEGER, fc TINYINT, ftc INTEGER,"
-    " amount DOUBLE, severity TINYINT, _row BIGINT, part INTEGER"
+    " amount DOUBLE, severity TINYINT, _row BIGINT, part INTEGER, kind BIGINT"
 )
 
 
@@ -509,6 +509,18 @@ class KindLayout:
             f" | (CAST(fc AS BIGINT) << {self.SEVERITY_BITS})"
             f" | coalesce(severity, 0) AS {self.sql_type})"
         )
+
+    def unpack(self, kind: np.ndarray) -> dict[str, np.ndarray]:
+        """``unpack_sql`` in numpy: ``etc``, ``fc``, ``ftc`` (−1 where none), ``severity``
+        (0 where none); for a reader that fetches ``kind`` itself (a third faster than
+        unpacking in the query)."""
+        kind = np.asarray(kind, dtype=np.int64)
+        return {
+            "etc": (kind >> self.etc_shift).astype(np.int32),
+            "fc": ((kind >> self.SEVERITY_BITS) & ((1 << self.FAMILY_BITS) - 1)).astype(np.int8),
+            "ftc": ((kind >> self.ftc_shift) & ((1 << self.ftc_bits) - 1)) - 1,
+            "severity": (kind & ((1 << self.SEVERITY_BITS) - 1)).astype(np.int8),
+        }
 
     def unpack_sql(self) -> dict[str, str]:
         """SQL for ``etc``, ``fc``, ``ftc`` and ``severity`` (NULL where none) from ``kind``."""
@@ -672,7 +684,7 @@ def _create_event_views(
         codes = layout.unpack_sql()
         source = (
             f"(SELECT code, ts, {codes['etc']} AS etc, {codes['fc']} AS fc,"
-            f" {codes['ftc']} AS ftc, amount, {codes['severity']} AS severity, _row, part"
+            f" {codes['ftc']} AS ftc, amount, {codes['severity']} AS severity, _row, part, kind"
             f" FROM read_parquet({_part_glob(store_dir)}, hive_partitioning = true))"
         )
     else:

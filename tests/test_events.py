@@ -756,3 +756,11 @@ def test_the_store_packs_type_family_feature_and_severity_into_one_column_and_ba
         (3, 7, 0, 4, sql_type),
         (big_etc, 2, big_ftc, 1, sql_type),
     ]
+    kind = con.execute(f"SELECT {layout.pack_sql()} AS kind FROM rows").fetchnumpy()["kind"]
+    in_numpy = layout.unpack(kind)
+    assert {name: values.tolist() for name, values in in_numpy.items()} == {
+        "etc": [0, 3, big_etc],
+        "fc": [0, 7, 2],
+        "ftc": [-1, 0, big_ftc],
+        "severity": [0, 4, 1],
+    }

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import FAMILY_CODES
+from pipeline.events import KindLayout
 
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
@@ -149,11 +150,7 @@ def build_daily_log(
         where.append("e.ts >= $since")
         params["since"] = history_day * US_PER_DAY
     rows = con.execute(
-        f"""
-        SELECT e.code, e.ts, e.fc, coalesce(e.severity, 0)::TINYINT AS severity, e.amount,
-               coalesce(e.ftc, -1) AS ftc
-        FROM events_compact e WHERE {" AND ".join(where)}
-        """,
+        f"SELECT e.code, e.ts, e.kind, e.amount FROM events_compact e WHERE {' AND '.join(where)}",
         params,
     ).fetchnumpy()
     code, ts = np.asarray(rows["code"], np.int32), np.asarray(rows["ts"], np.int64)
@@ -161,8 +158,9 @@ def build_daily_log(
         raise ValueError("events before 1970-01-01 are not supported; check occurred_at values")
     order = time_order(code, ts)
     code, ts = code[order], ts[order]
-    fc = np.asarray(rows["fc"], np.int8)[order]
-    bit = _feature_bits(con, features, fc, np.asarray(rows["ftc"], np.int64)[order])
+    codes = KindLayout.for_dictionaries(con).unpack(np.asarray(rows["kind"])[order])
+    fc = codes["fc"]
+    bit = _feature_bits(con, features, fc, codes["ftc"])
     day = (ts // US_PER_DAY).astype(np.int32)
     key = _key(code, day)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
@@ -170,7 +168,7 @@ def build_daily_log(
         starts,
         ts,
         fc,
-        np.asarray(rows["severity"], np.int8)[order],
+        codes["severity"],
         _dense(rows["amount"])[order],
         bit,
         [FAMILY_CODES[f] for f in qualifying_families],
