@@ -9,7 +9,8 @@ a temporary folder), over which two views serve the rest of the pipeline:
   severity`` (``severity`` is an ordinal 1 low, 2 medium, 3 high, 4 critical);
 - ``events_compact``: the same rows with integer customer ``code``, ``ts`` (epoch µs), event
   type code ``etc`` (``_event_types``), family code ``fc``, feature code ``ftc`` (``_features``)
-  and partition ``part``, for the feature pass (``features.daily``);
+  and partition ``part`` (and ``kind``, those four codes packed as stored: ``KindLayout``), for
+  the feature pass (``features.daily``);
 - ``events_stored``: ``events_compact`` plus the rejected exact duplicates, which cannot change
   a first or last value, so that min/max/latest queries skip the anti-join that removes them.
 
@@ -327,9 +328,10 @@ def validate_events(
     are rejected.
 
     Speed and memory: the checks run inside one streaming scan of the file, which writes the
-    valid rows once, compact (integer customer codes, epoch microseconds, family codes) and
-    partitioned by customer, to ``store_dir`` (Parquet). ``events_compact`` and ``events`` are
-    views over that store; nothing of the size of the log is held in memory.
+    valid rows once, compact (integer customer codes, epoch microseconds, one packed integer
+    for type, family, feature and severity) and partitioned by customer, to ``store_dir``
+    (Parquet). ``events_compact`` and ``events`` are views over that store; nothing of the size
+    of the log is held in memory.
     """
     store_dir = Path(store_dir or tempfile.mkdtemp(prefix="churn-events-")) / "compact"
     src = _source_sql(con, source, "events")
@@ -471,8 +473,8 @@ COMPACT_COLUMNS = (
 class KindLayout:
     """How the event type, family, feature and severity codes share the store's one integer
     column ``kind``: from the low bits, severity (0 = none), family code, feature code + 1
-    (0 = none), event type code. Four small columns cost ~0.85 s more to write than one at 40M
-    rows (the Parquet writer's per-column work), and every reader unpacks them with shifts."""
+    (0 = none), event type code. Four small columns cost 0.6–0.85 s more to write than one at
+    40M rows (the Parquet writer's per-column work); readers unpack them with shifts."""
 
     ftc_bits: int
     etc_bits: int
@@ -577,8 +579,8 @@ def _write_store(
 
     One streaming pass: ``code`` is the customer's position in the sorted customers table,
     ``ts`` epoch microseconds (UTC), ``kind`` the type, family, feature and severity codes
-    (``KindLayout``); partition ``part`` holds the
-    customers with ``code // size == part``. Returns the partition numbers written.
+    (``KindLayout``); partition ``part`` holds the customers with ``code // size == part``.
+    Returns the partition numbers written.
     Parquet V2 (delta encodings), without a compression codec or dictionary pages: the store is
     temporary and read back several times, so write and read speed count, not size. Measured
     at 40M rows: V2 wrote 0.4 s faster than V1 and read back twice as fast; leaving out the
