@@ -17,6 +17,7 @@ from pipeline.events import (
     connect,
     load_and_validate,
 )
+from pipeline.io import write_frame
 
 pytestmark = pytest.mark.data
 
@@ -102,10 +103,7 @@ def test_a_missing_column_in_a_file_raises_an_input_error_naming_the_file_and_co
 ) -> None:
     path = tmp_path / f"events{suffix}"
     frame = pd.DataFrame({"customer_id": ["c1"], "occurred": ["2025-01-01"], "event_type": ["x"]})
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+    write_frame(frame, path)
     with pytest.raises(InputError) as error:
         load_and_validate(path, customers("c1"), event_types, observed_until=OBSERVED_UNTIL)
     assert str(path) in str(error.value)
@@ -205,10 +203,7 @@ def test_padded_event_types_and_features_are_trimmed_in_files_of_either_format(
         columns=("feature",),
     )
     path = tmp_path / f"events{suffix}"
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+    write_frame(frame, path)
     data = load_and_validate(
         path, customers("c1"), event_types, observed_until=OBSERVED_UNTIL, max_reject_share=1.0
     )
@@ -673,12 +668,8 @@ def test_csv_and_parquet_files_give_the_same_rejects_and_valid_events(
         }
     )
     events_path, customers_path = tmp_path / f"events{suffix}", tmp_path / f"customers{suffix}"
-    if suffix == ".csv":
-        frame.to_csv(events_path, index=False)
-        table.to_csv(customers_path, index=False)
-    else:
-        frame.to_parquet(events_path, index=False)
-        table.to_parquet(customers_path, index=False)
+    write_frame(frame, events_path)
+    write_frame(table, customers_path)
     data = load_and_validate(
         events_path,
         customers_path,
