@@ -63,14 +63,21 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Turn the pipeline's own input errors into a clear message and exit code 2."""
+def _errors(scoring: bool = False) -> Iterator[None]:
+    """Turn the pipeline's own input errors into a clear message and exit code 2; with
+    ``scoring``, also scoring and export errors (no model, feature mismatch, bad export)."""
     from pipeline.dataset import DatasetError
     from pipeline.events import InputError
 
+    expected: tuple[type[Exception], ...] = (InputError, DatasetError, ConfigError)
+    if scoring:
+        from pipeline.export import ExportError
+        from pipeline.model import FeatureMismatchError
+
+        expected += (FeatureMismatchError, ExportError, FileNotFoundError)
     try:
         yield
-    except (InputError, DatasetError, ConfigError) as error:
+    except expected as error:
         _fail(str(error))
 
 
@@ -267,18 +274,6 @@ def _log_to_active_run(metrics: dict[str, float]) -> None:
         tracking.log_metrics(metrics)
 
 
-@contextlib.contextmanager
-def _scoring_errors() -> Iterator[None]:
-    """Scoring and export errors (no model, feature mismatch, bad export) as clear messages."""
-    from pipeline.export import ExportError
-    from pipeline.model import FeatureMismatchError
-
-    try:
-        yield
-    except (FeatureMismatchError, ExportError, FileNotFoundError) as error:
-        _fail(str(error))
-
-
 @app.command()
 def score(
     config: ConfigOption = DEFAULT_CONFIG,
@@ -306,7 +301,7 @@ def score(
 
     cfg = _config(config)
     date = _dates([as_of])[0] if as_of else None
-    with _errors(), _scoring_errors():
+    with _errors(scoring=True):
         with step("validating inputs"):
             data = load_inputs(cfg)
         with step("scoring"):
@@ -371,7 +366,7 @@ def export(
         _fail(f"--format {format_!r}: use xlsx, csv or parquet")
     if by not in (None, "owner", "segment", "none"):
         _fail(f"--by {by!r}: use owner, segment or none")
-    with _errors(), _scoring_errors(), step("exporting"):
+    with _errors(scoring=True), step("exporting"):
         folder, manifest = run_export(
             cfg, scores or default_out(cfg), out, format_, by, upsell=upsell
         )
