@@ -610,6 +610,24 @@ def _part_glob(store_dir: Path, part: int | None = None) -> str:
 KEY_BITS = 62  # (customer, time) as one int64 when it fits; two sort keys when not
 
 
+def time_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The permutation that sorts events by (customer code, time).
+
+    One int64 key (code offset, then microseconds since the first event) and numpy's argsort
+    (3 ms for a 280k-row partition here) when both fit in ``KEY_BITS``; two sort keys
+    (``lexsort``, ~12x slower) when not. An ORDER BY in the DuckDB query cost ~4x the one-key
+    sort. Ties (equal customer and time) come out in any order; consumers resolve them by value.
+    """
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.intp)
+    code, ts = np.asarray(code, np.int64), np.asarray(ts, np.int64)
+    code_first, ts_first = code.min(), ts.min()
+    ts_bits = int(ts.max() - ts_first).bit_length()
+    if int(code.max() - code_first).bit_length() + ts_bits <= KEY_BITS:
+        return np.argsort(((code - code_first) << ts_bits) | (ts - ts_first))
+    return np.lexsort((ts, code))
+
+
 def _scan_store(
     con: duckdb.DuckDBPyConnection,
     store_dir: Path,
@@ -649,7 +667,7 @@ def _scan_store(
             code, ts = (key >> ts_bits) + lo, (key & ((1 << ts_bits) - 1)) + int(first_us)
         else:
             got = con.execute(f"SELECT code, ts FROM {files}").fetchnumpy()
-            order = np.lexsort((got["ts"], got["code"]))
+            order = time_order(got["code"], got["ts"])
             code, ts = np.asarray(got["code"])[order], np.asarray(got["ts"])[order]
         customers += int(len(code) > 0) + int(np.count_nonzero(code[1:] != code[:-1]))
         same = (code[1:] == code[:-1]) & (ts[1:] == ts[:-1])

@@ -60,7 +60,6 @@ def test_features_do_not_depend_on_how_events_are_sorted_or_duplicates_found(dem
     config = FeatureConfig()
     expected = features_for_dates(one_key.con, one_key.customers, DATES, config, qualifying)
     monkeypatch.setattr("pipeline.events.KEY_BITS", 4)
-    monkeypatch.setattr("pipeline.features.daily.KEY_BITS", 4)
     two_keys = validated(demo, 70)
     got = features_for_dates(two_keys.con, two_keys.customers, DATES, config, qualifying)
     pd.testing.assert_frame_equal(got, expected)
@@ -72,7 +71,7 @@ def test_time_order_sorts_by_customer_then_time_with_one_key_or_two(monkeypatch)
     code = np.array([2, 0, 2, 1, 0], dtype=np.int32)
     ts = np.array([5, 9, 1, 7, 3], dtype=np.int64)
     assert time_order(code, ts).tolist() == [4, 1, 3, 2, 0]
-    monkeypatch.setattr("pipeline.features.daily.KEY_BITS", 2)
+    monkeypatch.setattr("pipeline.events.KEY_BITS", 2)
     assert time_order(code, ts).tolist() == [4, 1, 3, 2, 0]
     assert time_order(code[:0], ts[:0]).tolist() == []
 
