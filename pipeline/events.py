@@ -140,21 +140,24 @@ def _source_sql(
     filter reaches the file reader, which then decodes only the row groups that hold them
     (half the time of a join over every row).
     """
-    keep = f"_row IN (SELECT _row FROM {only_rows})" if only_rows else "TRUE"
+
+    def kept(numbered: str) -> str:
+        if not only_rows:
+            return f"({numbered})"
+        return f"(SELECT * FROM ({numbered}) WHERE _row IN (SELECT _row FROM {only_rows}))"
+
     if isinstance(source, pd.DataFrame):
         con.register(f"{name}_frame", source)
-        numbered = f"SELECT *, row_number() OVER () AS _row FROM {name}_frame"
-        return f"(SELECT * FROM ({numbered}) WHERE {keep})"
+        return kept(f"SELECT *, row_number() OVER () AS _row FROM {name}_frame")
     path = Path(source)
     if not path.exists():
         raise InputError(f"{name} file '{path}' does not exist; check data.{name} in the config")
     quoted = "'" + str(path).replace("'", "''") + "'"
     if path.suffix.lower() == ".csv":
-        numbered = (
+        return kept(
             f"SELECT *, row_number() OVER () AS _row FROM read_csv({quoted}, header = true,"
             " all_varchar = true)"
         )
-        return f"(SELECT * FROM ({numbered}) WHERE {keep})"
     # file_row_number is 0-based; the filter names it unchanged so that it is pushed down.
     frn = f"file_row_number IN (SELECT _row - 1 FROM {only_rows})" if only_rows else "TRUE"
     return (
