@@ -342,7 +342,6 @@ def validate_events(
     cols = _columns(con, src)
     _require(cols, EVENT_REQUIRED, label)
     occurred, naive = _timestamp_sql("occurred_at", cols["occurred_at"], label)
-    feature = "NULLIF(trim(CAST(feature AS VARCHAR)), '')" if "feature" in cols else "NULL"
     if "amount" in cols and _is_numeric(cols["amount"]):
         # A numeric column cannot hold unparseable text: no per-row cast to text and back.
         amount, amount_raw = "CAST(amount AS DOUBLE)", "CAST(NULL AS VARCHAR)"
@@ -372,22 +371,24 @@ def validate_events(
     )
     typed = f"""
         SELECT *, CAST({severity} AS TINYINT) AS severity FROM (SELECT _row,
-               NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id,
+               customer_id AS customer_raw,
                {occurred} AS occurred_at,
                {missing} AS occurred_missing,
                coalesce({naive}, false) AS naive,
-               NULLIF(trim(CAST(event_type AS VARCHAR)), '') AS event_type,
-               CAST({feature} AS VARCHAR) AS feature,
+               event_type AS type_raw,
+               {"feature" if "feature" in cols else "CAST(NULL AS VARCHAR)"} AS feature_raw,
                {amount} AS amount, {amount_raw} AS amount_raw,
                {severity_raw} AS severity_raw
         FROM {src})
     """
+    # Raw values join their code tables as read (``_value_codes``): trimming and blank checks
+    # run on the few distinct values, not on every row (~0.4 s of 1.9 s over 40M rows).
     parsed = f"""
-        SELECT e.*, t.etc, t.family, t.fc, ft.ftc, k.code, CASE
-            WHEN e.customer_id IS NULL THEN 'missing customer_id'
+        SELECT e.*, t.etc, t.fc, ft.ftc, k.code, CASE
+            WHEN k.missing IS NOT FALSE THEN 'missing customer_id'
             WHEN e.occurred_missing THEN 'missing occurred_at'
             WHEN e.occurred_at IS NULL THEN 'unparseable occurred_at'
-            WHEN e.event_type IS NULL THEN 'missing event_type'
+            WHEN t.etc IS NULL THEN 'missing event_type'
             WHEN e.occurred_at >= {bound}
                 THEN 'occurred_at in the future (at or after ' || CAST({bound} AS VARCHAR) || ')'
             WHEN e.amount_raw IS NOT NULL AND e.amount IS NULL THEN 'unparseable amount'
@@ -397,25 +398,15 @@ def validate_events(
             {unknown_customer}
         END AS reason
         FROM events_typed e
-        LEFT JOIN _event_types t USING (event_type)
-        LEFT JOIN _features ft USING (feature)
-        LEFT JOIN customer_codes k USING (customer_id)
+        LEFT JOIN _customer_value_codes k ON k.raw = e.customer_raw
+        LEFT JOIN _type_value_codes t ON t.raw = e.type_raw
+        LEFT JOIN _feature_value_codes ft ON ft.raw = e.feature_raw
     """
     is_csv = isinstance(source, Path | str) and Path(source).suffix.lower() == ".csv"
     kind = "TABLE" if is_csv else "VIEW"
     con.execute("DROP VIEW IF EXISTS events_typed; DROP TABLE IF EXISTS events_typed")
     con.execute(f"CREATE TEMP {kind} events_typed AS {typed}")
-    # Distinct raw values first, cleaned after: trimming 14 pairs instead of every row.
-    raw_pairs = (
-        "events_typed"
-        if is_csv
-        else f"(SELECT DISTINCT event_type{', feature' if 'feature' in cols else ''} FROM {src})"
-    )
-    _dictionaries(
-        con,
-        f"SELECT DISTINCT NULLIF(trim(CAST(event_type AS VARCHAR)), '') AS event_type,"
-        f" CAST({feature} AS VARCHAR) AS feature FROM {raw_pairs}",
-    )
+    _value_codes(con, "events_typed")
     con.execute("DROP VIEW IF EXISTS events_parsed")
     con.execute(f"CREATE TEMP VIEW events_parsed AS {parsed}")
     layout = KindLayout.for_dictionaries(con)
@@ -538,26 +529,58 @@ class KindLayout:
         }
 
 
-def _dictionaries(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> None:
-    """Number the distinct event types (``_event_types``: ``etc``, name, family, family code
-    ``fc``, 0 when unmapped) and feature names (``_features``: ``ftc``, name) of the log, so
-    that the event store holds small integers instead of strings (a third of its write time).
-    ``pairs_sql`` selects the log's distinct cleaned (``event_type``, ``feature``) pairs."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _type_feature_pairs AS {pairs_sql}")
+CLEAN_SQL = "NULLIF(trim(CAST(raw AS VARCHAR)), '')"
+"""A raw id, type or feature value as the pipeline reads it: trimmed, blank as missing."""
+
+
+def _value_codes(con: duckdb.DuckDBPyConnection, relation: str) -> None:
+    """Number the log's distinct cleaned values and map every raw value to its code.
+
+    Creates the dictionaries ``_event_types`` (``etc``, name, family, family code ``fc``: 0 when
+    unmapped) and ``_features`` (``ftc``, name), so that the event store holds small integers
+    instead of strings (a third of its write time), and the per-row code tables
+    ``_customer_value_codes`` (``raw``, ``code``: NULL when not in ``customer_codes``,
+    ``missing``), ``_type_value_codes`` (``raw``, ``etc``, ``fc``) and ``_feature_value_codes``
+    (``raw``, ``ftc``). A raw value that is NULL matches no row of its table.
+    ``relation`` has the columns ``customer_raw``, ``type_raw`` and ``feature_raw``.
+    """
+    for name, column in (
+        ("customer", "customer_raw"),
+        ("type", "type_raw"),
+        ("feature", "feature_raw"),
+    ):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _{name}_values AS SELECT raw, {CLEAN_SQL} AS clean"
+            f" FROM (SELECT DISTINCT {column} AS raw FROM {relation})"
+        )
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _event_types AS
         SELECT (row_number() OVER (ORDER BY t.event_type) - 1)::INTEGER AS etc, t.event_type,
                f.family, coalesce(f.fc, 0)::TINYINT AS fc
-        FROM (SELECT DISTINCT event_type FROM _type_feature_pairs
-              WHERE event_type IS NOT NULL) t
+        FROM (SELECT DISTINCT clean AS event_type FROM _type_values WHERE clean IS NOT NULL) t
         LEFT JOIN _event_families f USING (event_type)
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _features AS
         SELECT (row_number() OVER (ORDER BY feature) - 1)::INTEGER AS ftc, feature
-        FROM (SELECT DISTINCT feature FROM _type_feature_pairs WHERE feature IS NOT NULL)
+        FROM (SELECT DISTINCT clean AS feature FROM _feature_values WHERE clean IS NOT NULL)
     """)
-    con.execute("DROP TABLE _type_feature_pairs")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _customer_value_codes AS
+        SELECT v.raw, k.code, v.clean IS NULL AS missing
+        FROM _customer_values v LEFT JOIN customer_codes k ON k.customer_id = v.clean
+        WHERE v.raw IS NOT NULL
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _type_value_codes AS
+        SELECT v.raw, t.etc, t.fc
+        FROM _type_values v JOIN _event_types t ON t.event_type = v.clean
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _feature_value_codes AS
+        SELECT v.raw, f.ftc FROM _feature_values v JOIN _features f ON f.feature = v.clean
+    """)
+    con.execute("DROP TABLE _customer_values; DROP TABLE _type_values; DROP TABLE _feature_values")
 
 
 def _customer_codes(con: duckdb.DuckDBPyConnection, src: str, check_customers: bool) -> None:
