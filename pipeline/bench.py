@@ -5,6 +5,8 @@ Generates the demo log once (default 200k customers, reused while its stamp is n
 CPUs, so that wall time and peak RSS (``wait4`` rusage of that child alone) are honest:
 
 - ``scan``: the floor, one DuckDB ``GROUP BY customer_id`` over the Parquet log;
+- ``validation_floor``: a lower bound on validating that log (the contract's row checks and the
+  search for repeated rows in their cheapest form, nothing written, no features);
 - ``one_date`` / ``twelve_dates``: ``churn features`` exactly as a user runs it;
 - ``reference_*``: the plain pandas reference (``pipeline.features.reference``);
 - ``phases_*``: the fast path again, timed step by step (each SQL statement of validation, the
@@ -232,6 +234,71 @@ def worker_scan(config_path: Path, result: Path) -> None:
     write_json({"query_s": round(seconds, 3), "groups": len(out["n"])}, result)
 
 
+def worker_validation_floor(config_path: Path, result: Path) -> None:
+    """A lower bound on validating the log, for judging the one-date ratio: the row checks of the
+    input contract and the search for repeated rows, in their cheapest form, writing nothing
+    and computing no feature.
+
+    Cheaper than any run that validates as the contract asks: values are checked as stored (no
+    trimming of padded ids or types, no text parsing: the bench log has native types), and rows
+    sharing (customer, microsecond) count as duplicate candidates without comparing their other
+    columns. One DuckDB query gives each row's check code and one integer (customer code, then
+    microseconds since the first event) that numpy sorts; equal neighbours are the candidates.
+    """
+    import duckdb
+
+    from pipeline.config import load_config
+
+    data = load_config(config_path).data
+    quoted = {
+        k: "'" + str(v).replace("'", "''") + "'"
+        for k, v in (("events", data.events), ("customers", data.customers))
+    }
+    read_customers = (
+        f"read_csv({quoted['customers']}, header = true, all_varchar = true)"
+        if Path(data.customers).suffix.lower() == ".csv"
+        else f"read_parquet({quoted['customers']})"
+    )
+    start = time.perf_counter()
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TEMP TABLE ids AS SELECT CAST(customer_id AS VARCHAR) AS customer_id,"
+        f" (row_number() OVER () - 1)::UBIGINT AS code FROM {read_customers}"
+    )
+    events = f"read_parquet({quoted['events']})"
+    first, last, n_ids = con.execute(
+        f"SELECT epoch_us(min(occurred_at)), epoch_us(max(occurred_at)),"
+        f" (SELECT count(*) FROM ids) FROM {events}"
+    ).fetchall()[0]
+    ts_bits = max(int(last) - int(first), 1).bit_length()
+    if max(int(n_ids) - 1, 1).bit_length() + ts_bits > 64:
+        raise ValueError("validation floor: (customer, microsecond) does not fit 64 bits")
+    bound = int(pd.Timestamp(data.observed_until or OBSERVED_UNTIL).value // 1000)
+    got = con.execute(
+        f"""SELECT (k.code << {ts_bits}) + CAST(epoch_us(e.occurred_at) - {int(first)} AS UBIGINT)
+                   AS key,
+               CAST(CASE WHEN e.customer_id IS NULL THEN 1 WHEN e.occurred_at IS NULL THEN 2
+                    WHEN e.event_type IS NULL THEN 3 WHEN epoch_us(e.occurred_at) >= {bound} THEN 4
+                    WHEN e.amount < 0 THEN 5
+                    WHEN e.severity NOT IN ('low', 'medium', 'high', 'critical') THEN 6
+                    WHEN k.code IS NULL THEN 7 ELSE 0 END AS TINYINT) AS failed
+            FROM {events} e LEFT JOIN ids k ON k.customer_id = CAST(e.customer_id AS VARCHAR)"""
+    ).fetchnumpy()
+    failed = np.bincount(got["failed"], minlength=8)
+    key = np.sort(np.asarray(got["key"])[got["failed"] == 0])
+    candidates = int(np.count_nonzero(key[1:] == key[:-1]))
+    seconds = time.perf_counter() - start
+    write_json(
+        {
+            "query_s": round(seconds, 3),
+            "rows_failing_a_check": int(failed[1:].sum()),
+            "duplicate_candidates": candidates,
+        },
+        result,
+    )
+
+
 def worker_reference(config_path: Path, dates: list[str], out: Path, result: Path) -> None:
     """The pandas reference end to end: validation (shared code), to pandas, features, write."""
     from pipeline.config import load_config
@@ -356,6 +423,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     ref1, ref_n = scratch / "reference_1.parquet", scratch / "reference_n.parquet"
     runs = {
         "scan": measure("scan", worker_cmd("scan", config, []), cores, scratch),
+        "validation_floor": measure(
+            "validation_floor", worker_cmd("validation_floor", config, []), cores, scratch
+        ),
         "one_date": measure("one_date", churn_cmd(config, [ONE], fast1), cores, scratch),
         "twelve_dates": measure("twelve_dates", churn_cmd(config, TWELVE, fast12), cores, scratch),
     }
@@ -437,6 +507,8 @@ def ratios(runs: dict[str, Measurement], reference_twelve_s: float) -> dict[str,
         "one_date_over_scan": one.wall_s / scan.wall_s,
         "twelve_over_one_date": twelve.wall_s / one.wall_s,
         "twelve_dates_peak_rss_mb": twelve.peak_rss_mb,
+        "validation_floor_over_scan": runs["validation_floor"].wall_s / scan.wall_s,
+        "one_date_over_validation_floor": one.wall_s / runs["validation_floor"].wall_s,
         "reference_over_fast_one_date": runs["reference_one_date"].wall_s / one.wall_s,
         "reference_over_fast_twelve_dates": reference_twelve_s / twelve.wall_s,
     }
@@ -508,7 +580,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--reference-budget-s", type=float, default=600.0)
     p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--worker", choices=["scan", "reference", "phases"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--worker",
+        choices=["scan", "validation_floor", "reference", "phases"],
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--as-of", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--features-out", type=Path, help=argparse.SUPPRESS)
@@ -520,6 +596,7 @@ def run_worker(args: argparse.Namespace) -> None:
     config, dates, out, result = args.config, args.as_of, args.features_out, args.result
     workers: dict[str, Callable[[], None]] = {
         "scan": lambda: worker_scan(config, result),
+        "validation_floor": lambda: worker_validation_floor(config, result),
         "reference": lambda: worker_reference(config, dates, out, result),
         "phases": lambda: worker_phases(config, dates, out, result),
     }

@@ -1,0 +1,57 @@
+"""Code tests for the bench's own measurements (the timings themselves run in ``make bench``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pipeline.bench import worker_validation_floor
+from pipeline.io import write_frame
+from tests.support import DEMO_EVENT_TYPES
+
+
+def _config(tmp_path: Path, events: pd.DataFrame) -> Path:
+    write_frame(events, tmp_path / "events.parquet")
+    write_frame(
+        pd.DataFrame({"customer_id": ["c1", "c2"], "signup_at": ["2025-01-01", "2025-01-01"]}),
+        tmp_path / "customers.csv",
+    )
+    raw = {
+        "data": {
+            "events": str(tmp_path / "events.parquet"),
+            "customers": str(tmp_path / "customers.csv"),
+            "output_dir": str(tmp_path / "outputs"),
+            "observed_until": "2026-11-01",
+        },
+        "event_types": DEMO_EVENT_TYPES,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_validation_floor_counts_failed_checks_and_same_microsecond_repeats(tmp_path):
+    at = pd.Timestamp("2026-01-01 10:00", tz="UTC")
+    micro = pd.Timedelta(microseconds=1)
+    events = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c1", "c2", "c9", "c2", "c2"],
+            "occurred_at": [at, at, at + micro, at, at, pd.Timestamp("2026-12-01", tz="UTC"), at],
+            "event_type": ["login"] * 3 + ["invoice_paid", "login", "login", "complaint"],
+            "feature": [None] * 7,
+            "amount": [None, None, None, -5.0, None, None, None],
+            "severity": [None] * 6 + ["bogus"],
+        }
+    )
+    result = tmp_path / "floor.json"
+
+    worker_validation_floor(_config(tmp_path, events), result)
+
+    got = json.loads(result.read_text())
+    # negative amount, unknown customer c9, future event, unknown severity
+    assert got["rows_failing_a_check"] == 4
+    # the second c1 row at the same microsecond; one microsecond later is no candidate
+    assert got["duplicate_candidates"] == 1
