@@ -190,6 +190,29 @@ def test_a_missing_event_type_is_rejected(validate: Validate) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_padded_and_integer_customer_ids_match_their_customers_in_files_of_either_format(
+    tmp_path: Path, event_types: EventTypes, suffix: str
+) -> None:
+    for ids, name in ((["101", " 101", "102 ", " "], "text"), ([101, 101, 102, 103], "integer")):
+        frame = events([(i, f"2025-01-0{n + 1}", "login") for n, i in enumerate(ids)])
+        path = tmp_path / f"events_{name}{suffix}"
+        write_frame(frame, path)
+        data = load_and_validate(
+            path,
+            customers("101", "102"),
+            event_types,
+            observed_until=OBSERVED_UNTIL,
+            max_reject_share=1.0,
+        )
+        last = "missing customer_id" if name == "text" else "customer_id not in customers table"
+        pd.testing.assert_frame_equal(reasons(data.event_rejects), expected_reasons((4, last)))
+        kept = data.con.execute(
+            "SELECT customer_id, count(*) FROM events GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert kept == [("101", 2), ("102", 1)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_padded_event_types_and_features_are_trimmed_in_files_of_either_format(
     tmp_path: Path, event_types: EventTypes, suffix: str
 ) -> None:
