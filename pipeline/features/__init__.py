@@ -121,8 +121,10 @@ def map_partitions(
         )
         frames.append(fn(build_grid(daily, customers, as_of)))
     frames = [f for f in frames if len(f)] or frames[:1]
+    several = len(frames) > 1
     frame = pd.concat(frames, ignore_index=True)
-    if len(frames) > 1:
+    del frames  # the parts are copied: holding them through the sort costs a third copy
+    if several:
         frame = frame.sort_values(["as_of", "customer_id"], kind="stable", ignore_index=True)
     return frame
 
