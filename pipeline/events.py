@@ -598,6 +598,10 @@ def _customer_codes(con: duckdb.DuckDBPyConnection, src: str, check_customers: b
     """)
 
 
+FLUSH_ROWS = 131_072
+"""Rows a writer thread buffers across partitions before flushing them to the event store."""
+
+
 def _write_store(
     con: duckdb.DuckDBPyConnection, store_dir: Path, size: int, layout: KindLayout
 ) -> list[int]:
@@ -636,9 +640,6 @@ def _part_glob(store_dir: Path, part: int | None = None) -> str:
     folder = "part=*" if part is None else f"part={int(part)}"
     return _literal(str(store_dir / folder / "*.parquet"))
 
-
-FLUSH_ROWS = 131_072
-"""Rows a writer thread buffers across partitions before flushing them to the event store."""
 
 KEY_BITS = 62  # (customer, time) as one int64 when it fits; two sort keys when not
 
