@@ -152,7 +152,7 @@ def _source_sql(
     path = Path(source)
     if not path.exists():
         raise InputError(f"{name} file '{path}' does not exist; check data.{name} in the config")
-    quoted = "'" + str(path).replace("'", "''") + "'"
+    quoted = sql_literal(path)
     if path.suffix.lower() == ".csv":
         return kept(
             f"SELECT *, row_number() OVER () AS _row FROM read_csv({quoted}, header = true,"
@@ -218,7 +218,8 @@ def _timestamp_literal(value: pd.Timestamp | None) -> str:
     return f"TIMESTAMP '{pd.Timestamp(value).isoformat(sep=' ')}'"
 
 
-def _literal(value: str) -> str:
+def sql_literal(value: str | Path) -> str:
+    """A string (a path, a name) as a SQL string literal, quotes doubled: never spliced raw."""
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -628,7 +629,7 @@ def _write_store(
             SELECT code, epoch_us(occurred_at) AS ts, {layout.pack_sql()} AS kind, amount,
                    _row::BIGINT AS _row, (code // {int(size)})::INTEGER AS part
             FROM events_parsed WHERE reason IS NULL
-        ) TO {_literal(str(store_dir))}
+        ) TO {sql_literal(store_dir)}
         (FORMAT parquet, PARQUET_VERSION V2, COMPRESSION uncompressed, DICTIONARY_SIZE_LIMIT 1,
          PARTITION_BY (part), OVERWRITE_OR_IGNORE)
         """
@@ -638,7 +639,7 @@ def _write_store(
 
 def _part_glob(store_dir: Path, part: int | None = None) -> str:
     folder = "part=*" if part is None else f"part={int(part)}"
-    return _literal(str(store_dir / folder / "*.parquet"))
+    return sql_literal(store_dir / folder / "*.parquet")
 
 
 KEY_BITS = 62  # (customer, time) as one int64 when it fits; two sort keys when not
