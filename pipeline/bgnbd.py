@@ -22,6 +22,7 @@ the simulated data of the tests) are accepted too: the model itself is in contin
 from __future__ import annotations
 
 import logging
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -153,7 +154,7 @@ class BetaGeoModel(BaseEstimator):
         return self
 
     def _check_settings(self) -> None:
-        if not (np.isfinite(self.penalizer) and self.penalizer >= 0):
+        if not (isinstance(self.penalizer, Real) and 0 <= self.penalizer < np.inf):
             raise ValueError(f"penalizer must be a number >= 0, got {self.penalizer!r}")
         if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
@@ -184,7 +185,7 @@ class BetaGeoModel(BaseEstimator):
         return np.clip(1.0 / (1.0 + odds), 0.0, 1.0)
 
     def expected_purchases(self, t, frequency, recency, T) -> np.ndarray:
-        """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005, eq. 10); t in days."""
+        """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005, eq. 10); t in days (a ≠ 1)."""
         x, T, odds = self._posterior(frequency, recency, T)
         r, alpha, a, b = (self.params_[name] for name in PARAM_NAMES)
         t = np.asarray(t, dtype=float)
@@ -257,6 +258,8 @@ def bgnbd_baseline(train: pd.DataFrame, test: pd.DataFrame, horizon_days: int) -
     (overweighting long-standing customers and understating the uncertainty). Test rows with no
     purchase before as_of are scored as x = 0, t_x = 0, T = 0: alive, λ ~ Gamma(r, α), so
     P = (α / (α + h))^r, the chance that a customer just acquired stays silent for the horizon.
+    The rows are the base at that date: customers the base leaves out (e.g. long lapsed) are
+    missing from the fit, which tilts the parameters towards active customers.
     """
     latest = train[train["as_of"] == train["as_of"].max()]
     x, t_x, T = rfm_from_features(latest)

@@ -141,6 +141,8 @@ def test_fit_weights_identical_rows_and_reports_total_log_likelihood():
     assert len(np.unique(np.column_stack([x, t_x, T]), axis=0)) < len(x)
     assert set(model.get_params()) == {"penalizer", "max_iter"}
     assert not hasattr(BetaGeoModel(), "params_")
+    shrunk = BetaGeoModel(penalizer=100.0).fit(x, t_x, T).params_  # penalty on log θ: towards 1
+    assert all(abs(math.log(v)) < 0.1 for v in shrunk.values()), shrunk
 
 
 @pytest.mark.code
