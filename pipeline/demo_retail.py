@@ -391,3 +391,54 @@ def no_purchase_probability(
     )
     p = np.where((first >= t0) & (first < t1), 0.0, np.exp(-exposure))
     return np.where((pos < 0) | (dropout < t0), 1.0, p)
+
+
+def purchase_history(events: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
+    """Per row of ``keys``: the purchase history known at as_of, in days (BTYD notation).
+
+    ``frequency`` = repeat purchases (purchases before as_of − 1), ``recency_days`` = last minus
+    first purchase, ``age_days`` = as_of minus first purchase (NaN without a purchase before
+    as_of). ``events`` holds the purchases (``customer_id``, ``occurred_at``).
+    """
+    frame = keys[["customer_id", "as_of"]].reset_index(drop=True)
+    frame["_row"] = np.arange(len(frame))
+    frame["_t0"] = _days_since_epoch(frame["as_of"])
+    ev = pd.DataFrame(
+        {"customer_id": events["customer_id"], "_t": _days_since_epoch(events["occurred_at"])}
+    )
+    joined = frame.merge(ev, on="customer_id")
+    joined = joined[joined["_t"] < joined["_t0"]]
+    agg = joined.groupby("_row")["_t"].agg(["size", "min", "max"]).reindex(frame["_row"])
+    return pd.DataFrame(
+        {
+            "frequency": agg["size"].to_numpy(np.float64) - 1.0,
+            "recency_days": (agg["max"] - agg["min"]).to_numpy(),
+            "age_days": frame["_t0"].to_numpy() - agg["min"].to_numpy(),
+        }
+    )
+
+
+def posterior_no_purchase_probability(
+    history: pd.DataFrame, horizon_days: int, p: RetailParams = PARAMS
+) -> np.ndarray:
+    """P(no purchase in the next ``horizon_days`` | the purchase history) under the simulator's
+    own process and true parameters, without the rate changes (exact for the other customers).
+
+    The best score any model can reach from the purchase times alone, where the latent oracle
+    (``no_purchase_probability``) also knows rates and dropouts that the log cannot show. With
+    ``x`` repeat purchases, recency ``t`` and age ``T`` (``purchase_history``), rate
+    ``λ ~ Gamma(r, α)`` and dropout ``p ~ Beta(a, b)`` after every purchase (the first included):
+    alive ∝ B(a, b+x+1)·(α+T)^-(r+x), dropped out after the last purchase ∝
+    B(a+1, b+x)·(α+t)^-(r+x); alive and silent for h more days ∝ B(a, b+x+1)·(α+T+h)^-(r+x).
+    """
+    from scipy.special import betaln, logsumexp
+
+    x = history["frequency"].to_numpy(np.float64)
+    t = history["recency_days"].to_numpy(np.float64)
+    age = history["age_days"].to_numpy(np.float64)
+    alpha, shape = 1.0 / p.rate_scale_days, p.rate_shape + x
+    alive = betaln(p.dropout_a, p.dropout_b + x + 1)
+    dead = betaln(p.dropout_a + 1, p.dropout_b + x) - shape * np.log(alpha + t)
+    silent = alive - shape * np.log(alpha + age + horizon_days)
+    alive = alive - shape * np.log(alpha + age)
+    return np.exp(logsumexp([silent, dead], axis=0) - logsumexp([alive, dead], axis=0))

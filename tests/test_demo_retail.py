@@ -19,6 +19,8 @@ from pipeline.demo_retail import (
     Latent,
     draw_latent,
     oracle_table,
+    posterior_no_purchase_probability,
+    purchase_history,
     simulate_after,
     write_retail_data,
 )
@@ -273,3 +275,45 @@ def test_the_cli_writes_a_retail_log_and_rejects_an_unknown_business(tmp_path: P
     bad = runner.invoke(app, [*args, "--business", "bakery"])
     assert bad.exit_code == 2
     assert "bakery" in bad.output
+
+
+@pytest.mark.code
+def test_purchase_history_counts_only_purchases_before_as_of() -> None:
+    ts = pd.Timestamp
+    events = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "A", "B"],
+            "occurred_at": [ts("2025-01-01"), ts("2025-01-11"), ts("2025-02-10"), ts("2025-01-31")],
+        }
+    )
+    keys = _keys(["A", "A", "B", "Z"], ts("2025-02-01"))
+    keys.loc[1, "as_of"] = ts("2025-03-01")
+    got = purchase_history(events, keys)
+    expected = pd.DataFrame(
+        {
+            "frequency": [1.0, 2.0, 0.0, np.nan],
+            "recency_days": [10.0, 40.0, 0.0, np.nan],
+            "age_days": [31.0, 59.0, 1.0, np.nan],
+        }
+    )
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_the_history_posterior_is_calibrated_per_frequency_on_customers_without_a_change(
+    events: pd.DataFrame, oracle: pd.DataFrame
+) -> None:
+    """Exact Bayes for the customers without a rate change: for one-timers, a few repeats and
+    many, the mean posterior matches the observed share with no purchase in 90 days."""
+    steady = oracle.loc[oracle["rate_change_at"].isna(), "customer_id"]
+    dates = pd.date_range("2024-11-01", "2026-07-01", freq="4MS", tz="UTC")
+    keys = pd.concat([_keys(steady, as_of) for as_of in dates], ignore_index=True)
+    history = purchase_history(events, keys)
+    p = posterior_no_purchase_probability(history, 90)
+    y = np.concatenate([_no_purchase(events, steady, as_of) for as_of in dates])
+    groups = np.digitize(history["frequency"].to_numpy(), [1, 4])
+    for group in range(3):
+        mine = groups == group
+        assert mine.sum() > 1000
+        gap = y[mine].sum() - p[mine].sum()
+        assert abs(gap) < 4 * math.sqrt((p[mine] * (1 - p[mine])).sum())
+    assert np.all(posterior_no_purchase_probability(history, 0) == 1.0)
