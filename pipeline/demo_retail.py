@@ -210,7 +210,9 @@ def _amounts(rng: np.random.Generator, cust: np.ndarray, segment: np.ndarray, n:
     return np.maximum(np.round(amount, 2), 0.01)
 
 
-def _events_table(ids: np.ndarray, cust: np.ndarray, ts_us: np.ndarray, amount: np.ndarray):
+def _events_table(
+    ids: np.ndarray, cust: np.ndarray, ts_us: np.ndarray, amount: np.ndarray
+) -> pa.Table:
     """The purchase events in the input contract, sorted by customer then time."""
     order = np.lexsort((ts_us, cust))
     k = len(cust)
