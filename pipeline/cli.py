@@ -113,9 +113,12 @@ def _dates(values: list[str] | None) -> list[datetime] | None:
 
 @app.command("demo-data")
 def demo_data(
-    out: Annotated[Path, typer.Option(help="Folder to write the demo files to.")] = Path(
-        "data/demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to write the files to (default data/demo; data/retail for retail)."
+        ),
+    ] = None,
     customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed ⇒ same bytes.")] = 42,
     business: Annotated[
@@ -125,6 +128,7 @@ def demo_data(
 ) -> None:
     """Write a simulated business (events, customers, the true hazard or purchase intensity)
     in the input contract."""
+    out = out or Path("data/retail" if business == "retail" else "data/demo")
     if business == "retail":
         from pipeline.demo_retail import write_retail_data
 

@@ -317,3 +317,14 @@ def test_the_history_posterior_is_calibrated_per_frequency_on_customers_without_
         gap = y[mine].sum() - p[mine].sum()
         assert abs(gap) < 4 * math.sqrt((p[mine] * (1 - p[mine])).sum())
     assert np.all(posterior_no_purchase_probability(history, 0) == 1.0)
+
+
+def test_without_out_the_retail_log_goes_to_data_retail_not_over_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["demo-data", "--business", "retail", "--customers", "20", "--seed", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "data" / "retail").iterdir()) == sorted(FILES)
+    assert not (tmp_path / "data" / "demo").exists()
