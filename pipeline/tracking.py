@@ -97,7 +97,8 @@ def log_pyfunc(bundle, example: pd.DataFrame, model_name: str) -> str:
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         folder = Path(tmp) / pyfunc_model.BUNDLE
         folder.mkdir()
-        bundle.write(folder)
+        # the registry's copy holds no registration: its version is known only after logging
+        type(bundle)(bundle.model, bundle.calibrator, bundle.card).write(folder)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(pyfunc_model.__file__)),
