@@ -400,7 +400,7 @@ def load_champion(config: Config, models_dir: Path | None = None) -> tuple[Model
     if tracking.store_reachable(tc.tracking_uri):
         tracking.configure(tc.tracking_uri, tc.experiment, tc.artifact_location)
         with tempfile.TemporaryDirectory() as tmp:
-            found = tracking.champion_bundle(tc.model_name, Path(tmp))
+            found = _registry_download(config, Path(tmp))
             if found is not None:
                 return _registry_champion(config, found, folder, exported)
         if exported is not None:
@@ -418,6 +418,18 @@ def load_champion(config: Config, models_dir: Path | None = None) -> tuple[Model
         )
     _same_project(exported[0], config, str(folder))
     return exported[0], f"exported bundle {folder}"
+
+
+def _registry_download(config: Config, tmp: Path) -> tuple[Path, str, str] | None:
+    """The registry champion's bundle folder, version and run id (None: no champion)."""
+    tc = config.train
+    try:
+        return tracking.champion_bundle(tc.model_name, tmp)
+    except Exception as error:  # a registry that answers but cannot serve it: say so, stop
+        raise ChampionError(
+            f"project '{config.project}': cannot read '{tc.model_name}@champion' from the"
+            f" registry ({tc.tracking_uri}): {error}"
+        ) from None
 
 
 def _verified(folder: Path, what: str) -> tuple[ModelBundle, dict[str, str]] | None:

@@ -208,6 +208,14 @@ def test_the_project_defaults_to_the_file_stem_and_names_everything(tmp_path):
 
 
 @pytest.mark.code
+def test_the_demo_config_is_the_demo_project():
+    config = load_config(Path(__file__).parents[1] / "configs" / "demo.yaml")
+    assert (config.project, config.train.model_name, config.train.experiment) == ("demo",) * 3
+    assert paths.champion_dir(config) == Path("models/demo/champion")
+    assert paths.output_dir(config) == Path("outputs/demo")
+
+
+@pytest.mark.code
 def test_explicit_names_win_over_the_project_defaults(tmp_path):
     raw = raw_config(tmp_path, tmp_path, "retail")
     raw["train"] |= {"model_name": "retail-churn", "experiment": "retail experiments"}
