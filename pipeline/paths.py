@@ -8,7 +8,7 @@ models/<project>/champion/            exported champion bundle (model.txt, calib
 <output_dir>/                         default outputs/<project>/ (config ``data.output_dir``)
     scores/<as_of>/                   one scoring run, published as a set:
         scores.parquet                  scores_rejects.csv  scores_summary.json
-    scores/LATEST                     pointer: the as_of of the latest published run
+    scores/LATEST                     pointer: the newest as_of published
     scores/history/scores_<as_of>.parquet   the copy the export compares against
     export/  train/  rejects/  report.html
 MLflow                                experiment ``train.experiment``, registered model
@@ -68,7 +68,7 @@ def run_dir(out: Path, as_of: pd.Timestamp | str) -> Path:
 
 
 def latest_pointer(out: Path) -> Path:
-    """The file naming the latest published scoring run (its as_of, one line)."""
+    """The file naming the newest published scoring run (its as_of, one line)."""
     return scores_root(out) / LATEST
 
 

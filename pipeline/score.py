@@ -528,7 +528,8 @@ def write_outputs(result: ScoringResult, out: Path, output_dir: Path) -> dict[st
 def publish_run(result: ScoringResult, output_dir: Path) -> dict[str, Path]:
     """Publish one run as a set: its files are written to a staging folder that replaces
     ``scores/<as_of>/`` in one rename, then the history copy and the ``scores/LATEST`` pointer
-    are written (each atomically). A kill at any point leaves every published run whole."""
+    (moved only forward in as_of: a backfill does not hide the newest run) are written, each
+    atomically. A kill at any point leaves every published run whole."""
     as_of = pd.Timestamp(result.summary["as_of"])
     target = paths.run_dir(output_dir, as_of)
     final = _run_files(target / paths.SCORES_FILE)
@@ -536,7 +537,9 @@ def publish_run(result: ScoringResult, output_dir: Path) -> dict[str, Path]:
     with staged_dir(target) as staging:
         _write_set(result, _run_files(staging / paths.SCORES_FILE), final)
     write_frame(result.scores, final["history"])
-    write_text(f"{as_of.date()}\n", paths.latest_pointer(output_dir))
+    latest = paths.latest_run_dir(output_dir)
+    if latest is None or latest.name <= str(as_of.date()):  # a backfill leaves LATEST as is
+        write_text(f"{as_of.date()}\n", paths.latest_pointer(output_dir))
     return final
 
 

@@ -66,6 +66,13 @@ def test_a_run_is_published_as_one_folder_with_a_latest_pointer(bundle, tmp_path
     assert len(pd.read_csv(run / "scores_rejects.csv")) == 1
 
 
+def test_latest_moves_to_a_newer_as_of_but_not_back_to_a_backfilled_one(bundle, tmp_path):
+    publish_run(scored(bundle, tmp_path, [1.0, 3.0], as_of=pd.Timestamp("2025-07-01")), tmp_path)
+    publish_run(scored(bundle, tmp_path, [1.0, 3.0]), tmp_path)  # 2025-06-01, a backfill
+    assert (tmp_path / "scores" / "LATEST").read_text() == "2025-07-01\n"
+    assert (tmp_path / "scores" / "2025-06-01" / "scores.parquet").exists()
+
+
 def test_publishing_the_same_run_twice_gives_the_same_bytes(bundle, tmp_path):
     publish_run(scored(bundle, tmp_path, [1.0, 45.0, 3.0]), tmp_path)
     first = published(tmp_path)
