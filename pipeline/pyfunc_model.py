@@ -14,8 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-BUNDLE = "bundle"
-"""The name of the bundle folder among the model's artifacts."""
+from pipeline.tracking import BUNDLE_ARTIFACT
 
 
 class ChurnProbability(mlflow.pyfunc.PythonModel):
@@ -24,7 +23,7 @@ class ChurnProbability(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from pipeline.model import ModelBundle
 
-        self.bundle_ = ModelBundle.load(context.artifacts[BUNDLE])
+        self.bundle_ = ModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         return self.bundle_.predict(pd.DataFrame(model_input))

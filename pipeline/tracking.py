@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
+"""The bundle folder's name among a training run's artifacts and among the pyfunc's artifacts."""
+PYFUNC_MODEL = Path(__file__).with_name("pyfunc_model.py")
+"""The models-from-code file MLflow runs to load the registered model."""
 
 
 def _mlflow():
@@ -89,20 +92,18 @@ def log_pyfunc(bundle, example: pd.DataFrame, model_name: str) -> str:
     mlflow = _mlflow()
     from mlflow.models import infer_signature
 
-    from pipeline import pyfunc_model
-
     example = pyfunc_input(example)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # integer features are counts that are never missing: MLflow's hint does not apply
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        folder = Path(tmp) / pyfunc_model.BUNDLE
+        folder = Path(tmp) / BUNDLE_ARTIFACT
         folder.mkdir()
         # the registry's copy holds no registration: its version is known only after logging
         type(bundle)(bundle.model, bundle.calibrator, bundle.card).write(folder)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(pyfunc_model.__file__)),
-            artifacts={pyfunc_model.BUNDLE: str(folder)},
+            python_model=str(PYFUNC_MODEL),
+            artifacts={BUNDLE_ARTIFACT: str(folder)},
             signature=infer_signature(example, bundle.predict(example)),
             input_example=example,
             registered_model_name=model_name,
@@ -189,8 +190,6 @@ def store_reachable(tracking_uri: str) -> bool:
 def champion_bundle(model_name: str, destination: Path) -> tuple[Path, str, str] | None:
     """Download the registered champion's bundle (the pyfunc's ``bundle`` artifact, not yet
     verified); (folder, version, run id), or None when ``model_name`` has no champion."""
-    from pipeline import pyfunc_model
-
     champion = champion_version(model_name)
     if champion is None:
         return None
@@ -199,10 +198,10 @@ def champion_bundle(model_name: str, destination: Path) -> tuple[Path, str, str]
     path = _mlflow().artifacts.download_artifacts(
         artifact_uri=f"models:/{model_name}/{version}", dst_path=str(destination)
     )
-    folder = Path(path) / "artifacts" / pyfunc_model.BUNDLE
+    folder = Path(path) / "artifacts" / BUNDLE_ARTIFACT
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"registered model {model_name} v{version} holds no '{pyfunc_model.BUNDLE}' artifact"
+            f"registered model {model_name} v{version} holds no '{BUNDLE_ARTIFACT}' artifact"
             " (registered by an older version of the pipeline): retrain (churn train)"
         )
     return folder, version, run_id
