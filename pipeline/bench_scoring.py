@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/scoring.json"))
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
-    parser.add_argument("--models", type=Path, default=Path("models/champion"))
+    parser.add_argument("--models", type=Path, default=Path("models/demo/champion"))
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@ are resolved against the current working directory (the project root when run th
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -155,8 +156,10 @@ class DatasetConfig(_Section):
 class TrainConfig(_Section):
     seed: int = 42
     model_name: str = "churn-risk"
+    """MLflow registered model; default (in a config): the project's name."""
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "churn-risk"
+    """MLflow experiment; default (in a config): the project's name."""
     artifact_location: str = "mlruns"
     n_estimators: Annotated[int, Field(gt=0)] = 600
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
@@ -173,6 +176,27 @@ class TrainConfig(_Section):
     champion_tolerance: Annotated[float, Field(ge=0)] = 0.005
     """The champion alias moves when new ROC-AUC ≥ champion ROC-AUC − tolerance."""
     n_jobs: Annotated[int, Field(ge=1)] = 2
+
+    @field_validator("model_name")
+    @classmethod
+    def _registrable(cls, name: str) -> str:
+        """MLflow's rules for a registered model name, checked before any training."""
+        bad = [c for c in ("/", ":", "\\") if c in name]
+        if not name.strip() or name != name.strip() or bad or name in {".", ".."}:
+            raise ValueError(
+                f"model name {name!r} cannot be registered in MLflow (no '/', ':' or '\\',"
+                " not blank, no surrounding spaces); use e.g. 'retail-churn'"
+            )
+        if len(name) > 256:
+            raise ValueError(f"model name of {len(name)} characters: use at most 256")
+        return name
+
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name.strip() or len(name) > 500:
+            raise ValueError(f"experiment {name[:40]!r}: use 1 to 500 characters")
+        return name
 
 
 class TierConfig(_Section):
@@ -249,7 +273,16 @@ class KpiConfig(_Section):
     """Non-contractual (``inactivity``) businesses: active = a qualifying event in this window."""
 
 
+PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_PROJECT = "default"
+
+
 class Config(_Section):
+    project: str = DEFAULT_PROJECT
+    """Namespaces everything that persists (DESIGN §1, ``pipeline.paths``): the MLflow
+    experiment and registered model (unless ``train.experiment``/``train.model_name`` are set),
+    ``models/<project>/``, ``outputs/<project>/`` (unless ``data.output_dir`` is set). Default:
+    the config file's stem."""
     data: DataConfig
     event_types: EventTypes
     validation: ValidationConfig = ValidationConfig()
@@ -263,9 +296,39 @@ class Config(_Section):
     export: ExportConfig = ExportConfig()
     kpis: KpiConfig = KpiConfig()
 
+    @field_validator("project")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not PROJECT.fullmatch(name) or name in {".", ".."}:
+            raise ValueError(
+                f"project {name[:80]!r} must be 1-64 letters, digits, '_', '.' or '-' starting"
+                " with a letter or digit (it names folders and the MLflow model); set `project:`"
+            )
+        return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _project_defaults(cls, raw: object) -> object:
+        """Fill what the project namespaces: output folder, experiment, registered model."""
+        if not isinstance(raw, dict):
+            return raw
+        project = raw.get("project", DEFAULT_PROJECT)
+        if not isinstance(project, str):
+            return raw
+        raw = dict(raw)
+        if isinstance(raw.get("data"), dict):
+            raw["data"] = {"output_dir": f"outputs/{project}", **raw["data"]}
+        train = raw.get("train", {})
+        if isinstance(train, dict):
+            raw["train"] = {"model_name": project, "experiment": project, **train}
+        return raw
+
     @property
     def models_dir(self) -> Path:
-        return Path("models")
+        """``models/<project>/`` (see ``pipeline.paths``, which owns the layout)."""
+        from pipeline import paths
+
+        return paths.models_dir(self)
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -284,10 +347,13 @@ def _describe(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: dict, source: str = "<config>") -> Config:
-    """Validate a config mapping; raise ``ConfigError`` naming each bad key."""
+def parse_config(raw: dict, source: str = "<config>", project: str | None = None) -> Config:
+    """Validate a config mapping; raise ``ConfigError`` naming each bad key. ``project`` is the
+    default project name (``load_config`` passes the file's stem) when the mapping has none."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw)}")
+    if project is not None and "project" not in raw:
+        raw = {"project": project, **raw}
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
@@ -302,4 +368,4 @@ def load_config(path: Path) -> Config:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_config(raw or {}, source=str(path))
+    return parse_config(raw or {}, source=str(path), project=path.stem)

@@ -371,7 +371,16 @@ def _manifest(
 
 def history_dir(output_dir: Path) -> Path:
     """Where ``churn score`` keeps one scores file per as_of (see ``score.history_path``)."""
-    return Path(output_dir) / "scores" / "history"
+    from pipeline import paths
+
+    return paths.history_dir(output_dir)
+
+
+def _default_target(config: Config) -> Path:
+    """``<output_dir>/export`` of this project (``pipeline.paths``)."""
+    from pipeline import paths
+
+    return paths.export_dir(paths.output_dir(config))
 
 
 def run_export(
@@ -401,7 +410,7 @@ def run_export(
     target, manifest = export_lists(
         scores,
         config.export,
-        out_dir or config.data.output_dir / "export",
+        out_dir or _default_target(config),
         previous or (None, ""),
         fmt,
         by,

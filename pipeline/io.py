@@ -59,3 +59,69 @@ def write_json(payload: dict, target: Path) -> Path:
     """Write JSON (sorted keys, stable bytes) atomically."""
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     return write_atomic(target, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_text(text: str, target: Path) -> Path:
+    """Write a small text file (e.g. a pointer) atomically."""
+    return write_atomic(target, lambda tmp: Path(tmp).write_text(text))
+
+
+def staging_dir(target: Path) -> Path:
+    """A fresh empty folder beside ``target`` (same file system, so ``publish_dir`` can rename
+    it onto ``target``); hidden by its ``.tmp-`` prefix until published."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".old-{target.name}")
+
+
+def recover_dir(target: Path) -> Path:
+    """Finish a swap that a kill interrupted: when ``target`` is missing but its previous
+    version was set aside by ``publish_dir``, put that back. Returns ``target``."""
+    target, old = Path(target), _aside(Path(target))
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+    return target
+
+
+def publish_dir(staging: Path, target: Path) -> Path:
+    """Replace the folder ``target`` by the complete folder ``staging`` as one set.
+
+    The previous ``target`` stays whole until the new one is complete: it is renamed aside
+    (``.old-<name>``), ``staging`` renamed onto ``target``, and only then the old one deleted.
+    Each rename is atomic; a kill between the two leaves the old folder aside, which
+    ``recover_dir`` (called here and by readers) puts back. Readers never see a mix of files.
+    """
+    import shutil
+
+    staging, target = Path(staging), recover_dir(target)
+    old = _aside(target)
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        recover_dir(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; publish it onto ``target`` (``publish_dir``) when the
+    block succeeds, delete it when the block fails (``target`` then stays as it was)."""
+    import shutil
+
+    staging = staging_dir(target)
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
+        publish_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 BUNDLE_MODEL = "model.txt"
 BUNDLE_CARD = "card.json"
+BUNDLE_CALIBRATOR = "calibrator.json"
+BUNDLE_REGISTRATION = "registration.json"
+BUNDLE_MANIFEST = "manifest.json"
+BUNDLE_FILES = (BUNDLE_MODEL, BUNDLE_CALIBRATOR, BUNDLE_CARD)
+"""The files the registry artifact and the exported bundle share, byte for byte."""
 
 
 class FeatureMismatchError(ValueError):
@@ -214,62 +219,149 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-class ModelBundle:
-    """A trained model, its calibrator and its card: what scoring needs, from text files only."""
+class BundleError(ValueError):
+    """A model bundle that is incomplete or was changed after export; the message says how."""
 
-    def __init__(self, model: ChurnModel, calibrator: ProbabilityCalibrator, card: dict) -> None:
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``directory`` but the manifest, by file name."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(directory).iterdir())
+        if p.is_file() and p.name != BUNDLE_MANIFEST
+    }
+
+
+def verify_bundle(directory: Path) -> dict[str, str]:
+    """The bundle's manifest after checking it lists exactly the files present, with their
+    SHA-256; raise ``BundleError`` naming the first file that differs."""
+    directory = Path(directory)
+    manifest_path = directory / BUNDLE_MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"'{directory}' has no {BUNDLE_MANIFEST} (a bundle from an older version, or not a"
+            " bundle): retrain to export a verified one (churn train)"
+        )
+    listed = json.loads(manifest_path.read_text())["sha256"]
+    found = file_digests(directory)
+    for name in sorted(set(listed) | set(found)):
+        if listed.get(name) != found.get(name):
+            state = "missing" if name not in found else "not listed" if name not in listed else ""
+            raise BundleError(
+                f"'{directory / name}' {state or 'does not match the SHA-256 in the manifest'}"
+                f" ({str(found.get(name))[:12]}… vs manifest {str(listed.get(name))[:12]}…):"
+                " the bundle was changed after export; refusing it. Re-export it with"
+                " `churn train` (or restore the original files)"
+            )
+    return listed
+
+
+class ModelBundle:
+    """A trained model, its calibrator and its card: what scoring needs, from text files only.
+
+    On disk (``save``): ``model.txt`` (LightGBM text), ``calibrator.json``, ``card.json``,
+    ``registration.json`` (registered name, version and run id, when registered) and
+    ``manifest.json`` (SHA-256 of every other file); ``load`` refuses any difference. The
+    registry version is not in ``card.json`` (it is known only after the model is logged), so
+    the registry artifact and the exported bundle share model, calibrator and card bytes.
+    """
+
+    def __init__(
+        self,
+        model: ChurnModel,
+        calibrator: ProbabilityCalibrator,
+        card: dict,
+        registration: dict | None = None,
+    ) -> None:
         self.model = model
         self.calibrator = calibrator
         self.card = card
+        self.registration = registration
 
     @property
     def features(self) -> list[str]:
         return [f["name"] for f in self.card["features"]]
 
+    def register(self, name: str, version: str, run_id: str) -> ModelBundle:
+        """Record the registry name and version this bundle was registered as."""
+        self.registration = {"model_name": name, "version": str(version), "run_id": run_id}
+        self.card = {**self.card, "model_version": str(version)}
+        return self
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated P(churn within the horizon) per row."""
         check_features(X, self.features, {f["name"]: f["kind"] for f in self.card["features"]})
+        if len(X) == 0:  # LightGBM refuses an empty frame; an empty base scores to nothing
+            return np.zeros(0, dtype=np.float64)
         return self.calibrator.transform(self.model.raw_proba(X))
 
     def save(self, directory: Path) -> Path:
-        """Write model.txt and card.json (with the model's SHA-256) atomically."""
-        from pipeline.io import write_atomic, write_json
+        """Write the bundle to a staging folder, then publish it onto ``directory`` as one set
+        (the previous bundle stays whole until the new one is complete)."""
+        from pipeline.io import staged_dir
 
-        directory = Path(directory)
+        with staged_dir(directory) as staging:
+            self.write(staging)
+        return Path(directory)
+
+    def write(self, folder: Path) -> Path:
+        """Write the bundle files and their manifest into the existing empty ``folder``."""
+        folder = Path(folder)
         text = self.model.booster_.model_to_string(num_iteration=self.model.best_iteration_)
-        write_atomic(directory / BUNDLE_MODEL, lambda tmp: Path(tmp).write_text(text))
-        card = dict(self.card)
+        (folder / BUNDLE_MODEL).write_text(text)
+        card = {k: v for k, v in self.card.items() if k not in ("model_version", "calibrator")}
         card["model_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-        card["calibrator"] = self.calibrator.to_dict()
         card["categories"] = self.model.categories_
         card["best_iteration"] = self.model.best_iteration_
-        self.card = card
-        write_json(card, directory / BUNDLE_CARD)
-        return directory
+        self.card = {**self.card, **card}
+        _dump(card, folder / BUNDLE_CARD)
+        _dump(self.calibrator.to_dict(), folder / BUNDLE_CALIBRATOR)
+        if self.registration is not None:
+            _dump(self.registration, folder / BUNDLE_REGISTRATION)
+        _dump({"sha256": file_digests(folder)}, folder / BUNDLE_MANIFEST)
+        return folder
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
-        """Load and verify a bundle: the model text must match the card's SHA-256."""
-        directory = Path(directory)
-        card_path, model_path = directory / BUNDLE_CARD, directory / BUNDLE_MODEL
-        if not card_path.exists() or not model_path.exists():
+        """Load a bundle after verifying every file against its manifest (``BundleError``)."""
+        from pipeline.io import recover_dir
+
+        directory = recover_dir(Path(directory))
+        if not (directory / BUNDLE_MODEL).exists():
             raise FileNotFoundError(
-                f"no model bundle in '{directory}' (needs {BUNDLE_MODEL} and {BUNDLE_CARD});"
-                " run `make train` first"
+                f"no model bundle in '{directory}' (needs {BUNDLE_MODEL}, {BUNDLE_CARD},"
+                f" {BUNDLE_CALIBRATOR}, {BUNDLE_MANIFEST}); run `churn train` first"
             )
-        card = json.loads(card_path.read_text())
-        text = model_path.read_text()
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        if digest != card.get("model_sha256"):
-            raise ValueError(
-                f"'{model_path}' does not match the SHA-256 in '{card_path}' (got {digest[:12]}…,"
-                f" card says {str(card.get('model_sha256'))[:12]}…); the bundle was changed"
-                " after export. Re-export it with `make train`."
-            )
+        verify_bundle(directory)
+        card = json.loads((directory / BUNDLE_CARD).read_text())
+        registration_path = directory / BUNDLE_REGISTRATION
+        registration = None
+        if registration_path.exists():
+            registration = json.loads(registration_path.read_text())
+            card["model_version"] = registration["version"]
         model = ChurnModel()
-        model.booster_ = lgb.Booster(model_str=text)
+        model.booster_ = lgb.Booster(model_str=(directory / BUNDLE_MODEL).read_text())
         model.feature_names_in_ = np.asarray([f["name"] for f in card["features"]], dtype=object)
         model.categories_ = card["categories"]
         model.best_iteration_ = int(card["best_iteration"])
         model.classes_ = np.array([0, 1])
-        return cls(model, ProbabilityCalibrator.from_dict(card["calibrator"]), card)
+        calibrator = json.loads((directory / BUNDLE_CALIBRATOR).read_text())
+        return cls(model, ProbabilityCalibrator.from_dict(calibrator), card, registration)
+
+
+def export_bundle(source: Path, target: Path, registration: dict) -> Path:
+    """Publish a verified bundle folder (e.g. the registry's) onto ``target`` with its
+    registration: model, calibrator and card copied byte for byte, a new manifest."""
+    from pipeline.io import staged_dir
+
+    verify_bundle(source)
+    with staged_dir(target) as staging:
+        for name in BUNDLE_FILES:
+            (staging / name).write_bytes((Path(source) / name).read_bytes())
+        _dump(registration, staging / BUNDLE_REGISTRATION)
+        _dump({"sha256": file_digests(staging)}, staging / BUNDLE_MANIFEST)
+    return Path(target)
+
+
+def _dump(payload: dict, path: Path) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

@@ -9,14 +9,15 @@ Sections, and what each one rests on:
   the validated inputs with ``pipeline.kpis`` (the same numbers as ``churn kpis``);
 - model: ROC / precision-recall, calibration and cumulative-gain curves, feature importance and
   a comparison table, from the latest training run's untouched test slice
-  (``<output_dir>/train/test_predictions.parquet``) and the champion bundle;
+  (``<output_dir>/train/test_predictions.parquet``) and the project's champion bundle
+  (``models/<project>/champion``; layout in ``pipeline.paths``);
 - tiers: a backtest. The champion scores the last N monthly as_of dates whose label window is
   fully observed (one feature pass for all dates, the feature, label and tier settings of the
   model card, labels from ``pipeline.labels.build_labels``), so the tier mix over time, the
   observed churn per tier and the tier changes between consecutive dates rest on known
   outcomes. Dates that the training run used (validation, calibration, test) are marked;
   customers rejected by scoring's rules are left out as scoring leaves them out;
-- at-risk list: the top of the latest scores file (``<output_dir>/scores/scores.parquet``) by
+- at-risk list: the top of the latest published scores (``<output_dir>/scores/LATEST``) by
   expected loss, with reasons and the recommended action; a note says how to make it when the
   file does not exist yet.
 
@@ -40,7 +41,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from pipeline import plots
+from pipeline import paths, plots
 from pipeline.config import Config, FeatureConfig, LabelConfig, TierConfig, ValueConfig
 from pipeline.events import ValidatedData
 from pipeline.metrics import classification_metrics
@@ -102,7 +103,7 @@ class ReportInputs:
     predictions: pd.DataFrame | None = None
     backtest: pd.DataFrame | None = None
     scores: pd.DataFrame | None = None
-    scores_path: Path = Path("outputs/scores/scores.parquet")
+    scores_path: Path = Path("outputs/demo/scores/LATEST")
     config_path: str = "configs/demo.yaml"
     top: int = TOP_AT_RISK
 
@@ -948,7 +949,7 @@ def render_report(inputs: ReportInputs) -> str:
 
 def default_report_path(config: Config) -> Path:
     """Where ``churn report`` writes by default."""
-    return config.data.output_dir / "report.html"
+    return paths.report_path(paths.output_dir(config))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -960,7 +961,7 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
 
 
 def _load_bundle(config: Config) -> ModelBundle | None:
-    folder = config.models_dir / "champion"
+    folder = paths.champion_dir(config)
     try:
         return ModelBundle.load(folder)
     except (FileNotFoundError, ValueError) as error:
@@ -1039,8 +1040,8 @@ def run_report(
     kpis, cohorts, _ = run_kpis(config, data)
     bundle = _load_bundle(config)
     card_label = (bundle.card.get("label") or {}) if bundle else {}
-    train_dir = config.data.output_dir / "train"
-    scores_path = config.data.output_dir / "scores" / "scores.parquet"
+    train_dir = paths.train_dir(paths.output_dir(config))
+    scores_path = paths.latest_scores(paths.output_dir(config))
     scores = _read_parquet(scores_path)
     if scores is None:
         log.warning("no scores file at %s: the at-risk section says how to make it", scores_path)

@@ -1,11 +1,13 @@
 """Batch scoring: the whole customer base at one as_of → calibrated probability, tier, reasons.
 
-Flow (``run_scoring``): champion bundle (registry alias ``champion`` when the tracking store is
-reachable, else ``models/champion``) → validated inputs → one feature pass at as_of with the
-builders, feature settings and label settings the model was trained with → rejects (rows that
-cannot be scored honestly, each with a reason) → calibrated probability → value and revenue at
+Flow (``run_scoring``): this project's champion bundle (registry alias ``champion`` when the
+tracking store is reachable, else ``models/<project>/champion``; see ``load_champion``) →
+validated inputs → one feature pass at as_of with the builders, feature settings and label
+settings the model was trained with → rejects (rows that cannot be scored honestly, each with a
+reason) → calibrated probability → value and revenue at
 risk → tier under the model card's policy → reasons and action for red and orange (or everyone)
-→ Parquet scores, rejects CSV, summary JSON (atomic; identical bytes for the same inputs).
+→ Parquet scores, rejects CSV, summary JSON published together as ``scores/<as_of>/`` with the
+``scores/LATEST`` pointer (``publish_run``; identical bytes for the same inputs).
 
 Time semantics: as_of is a UTC midnight; features see events strictly before it. It defaults to
 ``observed_until`` (the day after the last event), and may not lie after it: windows past the end
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import tracking
+from pipeline import paths, tracking
 from pipeline.config import (
     Config,
     ExplainConfig,
@@ -40,7 +43,7 @@ from pipeline.explain import explain, reference_values, upsell_candidates
 from pipeline.features import KEYS, build_features_for_grid, map_partitions
 from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
-from pipeline.io import write_frame, write_json
+from pipeline.io import recover_dir, staged_dir, write_frame, write_json, write_text
 from pipeline.labels import in_base, lookback_days
 from pipeline.model import ModelBundle
 from pipeline.schemas import FEATURES, SCORES, check
@@ -281,22 +284,43 @@ def score_base(
     reasons = reject_reasons(frame, bundle.features, features.onboarding_days)
     bad = reasons.notna().to_numpy()
     rejects = frame.loc[bad, [*KEYS, "owner", "segment"]].assign(reason=reasons[bad])
-    scores = score_frame(
-        frame[~bad].reset_index(drop=True),
-        bundle,
-        tiers,
-        config.value,
-        top_k=config.explain.top_k,
-        actions=config.explain.actions,
-        explain_all=explain_all or config.explain.explain == "all",
-        horizon_days=horizon_days,
-        gross_margin=config.kpis.gross_margin,
-    )
+    empty = empty_reason(base.counts, int(bad.sum()), base.as_of) if bad.all() else None
+    with warnings.catch_warnings():
+        if empty:  # medians of no rows: the empty outputs are the answer, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+        scores = score_frame(
+            frame[~bad].reset_index(drop=True),
+            bundle,
+            tiers,
+            config.value,
+            top_k=config.explain.top_k,
+            actions=config.explain.actions,
+            explain_all=explain_all or config.explain.explain == "all",
+            horizon_days=horizon_days,
+            gross_margin=config.kpis.gross_margin,
+        )
     summary = summarise(
         scores, rejects.reset_index(drop=True), base.counts, bundle, tiers, base.as_of
     )
+    if empty:
+        log.warning("%s", empty)
+        summary["empty_reason"] = empty
     _warn_unknown_categories(frame[~bad], bundle)
     return ScoringResult(scores, rejects.reset_index(drop=True), summary)
+
+
+def empty_reason(counts: dict[str, int], rejected: int, as_of: pd.Timestamp) -> str:
+    """Why nobody was scored at ``as_of`` (written to the summary beside the empty files)."""
+    day = pd.Timestamp(as_of).date()
+    if counts["base"]:
+        return f"nobody scored at as_of {day}: all {rejected} customers in the base were rejected"
+    return (
+        f"nobody to score at as_of {day}: of {counts['customers_valid']} valid customers,"
+        f" {counts.get('not_yet_signed_up', 0)} signed up on or after it,"
+        f" {counts.get('churned_before_as_of', 0)} churned before it and"
+        f" {counts.get('lapsed_not_in_base', 0)} lapsed; empty scores written. Check --as-of"
+        " (before every signup?) and the customers file (all churned?)"
+    )
 
 
 def summarise(
@@ -358,51 +382,165 @@ def _warn_unknown_categories(frame: pd.DataFrame, bundle: ModelBundle) -> None:
                 )
 
 
+class ChampionError(ScoringError):
+    """No usable champion for this project, or two that disagree; the message says the fix."""
+
+
 def load_champion(config: Config, models_dir: Path | None = None) -> tuple[ModelBundle, str]:
-    """The champion bundle and where it came from: the registry alias when the tracking store is
-    reachable and has a champion, else the exported bundle in ``models/champion``."""
+    """This project's champion bundle and where it came from; never another project's model.
+
+    The registry's ``<model_name>@champion`` when the tracking store is reachable (its bundle
+    verified, and equal to the exported one in ``models/<project>/champion`` when that exists;
+    a missing export is written from it), else the exported bundle. ``ChampionError`` when there
+    is none, when a bundle fails its manifest, or when the registry and the export disagree.
+    """
+    folder = models_dir or paths.champion_dir(config)
+    exported = _verified(folder, f"the exported bundle '{folder}'")
     tc = config.train
     if tracking.store_reachable(tc.tracking_uri):
-        try:
-            tracking.configure(tc.tracking_uri, tc.experiment, tc.artifact_location)
-            with tempfile.TemporaryDirectory() as tmp:
-                found = tracking.champion_bundle(tc.model_name, Path(tmp))
-                if found is not None:
-                    folder, version, run_id = found
-                    source = f"registry {tc.model_name}@champion (v{version}, run {run_id})"
-                    return ModelBundle.load(folder), source
-            log.info("registry has no champion for '%s'", tc.model_name)
-        except Exception as error:  # a broken registry must not stop scoring from the bundle
-            log.warning("cannot load the champion from the registry: %s", error)
-    folder = models_dir or config.models_dir / "champion"
-    return ModelBundle.load(folder), f"exported bundle {folder}"
+        tracking.configure(tc.tracking_uri, tc.experiment, tc.artifact_location)
+        with tempfile.TemporaryDirectory() as tmp:
+            found = _registry_download(config, Path(tmp))
+            if found is not None:
+                return _registry_champion(config, found, folder, exported)
+        if exported is not None:
+            raise ChampionError(
+                f"project '{config.project}': the exported bundle '{folder}' holds"
+                f" {_describe_bundle(exported[0])} but the registry ({tc.tracking_uri}) has no"
+                f" '{tc.model_name}@champion'. Retrain (churn train --config ...) or point"
+                " train.tracking_uri at the store that registered it"
+            )
+    if exported is None:
+        raise ChampionError(
+            f"project '{config.project}' has no champion model: no '{tc.model_name}@champion' in"
+            f" the registry ({tc.tracking_uri}) and no exported bundle in '{folder}'. Train one"
+            " first: churn train --config <this config>"
+        )
+    _same_project(exported[0], config, str(folder))
+    return exported[0], f"exported bundle {folder}"
+
+
+def _registry_download(config: Config, tmp: Path) -> tuple[Path, str, str] | None:
+    """The registry champion's bundle folder, version and run id (None: no champion)."""
+    tc = config.train
+    try:
+        return tracking.champion_bundle(tc.model_name, tmp)
+    except Exception as error:  # a registry that answers but cannot serve it: say so, stop
+        raise ChampionError(
+            f"project '{config.project}': cannot read '{tc.model_name}@champion' from the"
+            f" registry ({tc.tracking_uri}): {error}"
+        ) from None
+
+
+def _verified(folder: Path, what: str) -> tuple[ModelBundle, dict[str, str]] | None:
+    """(bundle, manifest) of a folder, None when there is no bundle; ``ChampionError`` when
+    its files do not match its manifest."""
+    from pipeline.model import BUNDLE_MODEL, BundleError, verify_bundle
+
+    if not (recover_dir(folder) / BUNDLE_MODEL).exists():
+        return None
+    try:
+        return ModelBundle.load(folder), verify_bundle(folder)
+    except BundleError as error:
+        raise ChampionError(f"{what} is refused: {error}") from None
+
+
+def _registry_champion(
+    config: Config,
+    found: tuple[Path, str, str],
+    folder: Path,
+    exported: tuple[ModelBundle, dict[str, str]] | None,
+) -> tuple[ModelBundle, str]:
+    """The registry champion, checked against the export (or exported when there is none)."""
+    from pipeline.model import BUNDLE_FILES, export_bundle
+
+    source_dir, version, run_id = found
+    name = config.train.model_name
+    bundle, digests = _verified(source_dir, f"the registry artifact of {name} v{version}")
+    bundle.register(name, version, run_id)
+    _same_project(bundle, config, f"registry {name} v{version}")
+    if exported is None:
+        export_bundle(source_dir, folder, bundle.registration)
+        log.info("exported the registry champion %s v%s to %s", name, version, folder)
+    elif exported[0].registration != bundle.registration or any(
+        exported[1].get(f) != digests.get(f) for f in BUNDLE_FILES
+    ):
+        raise ChampionError(
+            f"project '{config.project}': the registry champion {name} v{version} (run {run_id})"
+            f" and the exported bundle '{folder}' ({_describe_bundle(exported[0])}) disagree."
+            f" Remove '{folder}' to re-export the registry champion on the next score, or move"
+            f" the alias: MlflowClient().set_registered_model_alias('{name}', 'champion', V)"
+        )
+    return bundle, f"registry {name}@champion (v{version}, run {run_id})"
+
+
+def _describe_bundle(bundle: ModelBundle) -> str:
+    reg = bundle.registration or {}
+    return f"{reg.get('model_name')} v{reg.get('version')} (run {reg.get('run_id')})"
+
+
+def _same_project(bundle: ModelBundle, config: Config, where: str) -> None:
+    if bundle.card.get("model_name") != config.train.model_name:
+        raise ChampionError(
+            f"{where} holds model '{bundle.card.get('model_name')}', not this project's"
+            f" '{config.train.model_name}' (project '{config.project}'): it was copied from"
+            " another project. Remove it and train this project: churn train --config ..."
+        )
 
 
 def default_out(config: Config) -> Path:
-    """Where ``churn score`` writes the latest scores by default."""
-    return config.data.output_dir / "scores" / "scores.parquet"
+    """The latest published scores of this project (what ``churn export`` reads by default)."""
+    return paths.latest_scores(paths.output_dir(config))
 
 
 def history_path(output_dir: Path, as_of: pd.Timestamp) -> Path:
     """The kept copy of the scores for one as_of (the export compares against these)."""
-    return Path(output_dir) / "scores" / "history" / f"scores_{pd.Timestamp(as_of).date()}.parquet"
+    return paths.history_path(output_dir, as_of)
+
+
+def _run_files(scores: Path) -> dict[str, Path]:
+    scores = Path(scores)
+    return {
+        "scores": scores,
+        "rejects": scores.with_name(f"{scores.stem}_rejects.csv"),
+        "summary": scores.with_name(f"{scores.stem}_summary.json"),
+    }
+
+
+def _write_set(result: ScoringResult, files: dict[str, Path], named: dict[str, Path]) -> None:
+    """Scores, rejects (header only when none) and the summary (naming ``named``) to ``files``."""
+    write_frame(result.scores, files["scores"])
+    write_frame(result.rejects, files["rejects"])
+    listed = {k: str(v) for k, v in named.items()}
+    write_json(result.summary | {"files": listed}, files["summary"])
 
 
 def write_outputs(result: ScoringResult, out: Path, output_dir: Path) -> dict[str, Path]:
-    """Scores (Parquet), their history copy, rejects (CSV, header only when none) and the
-    summary (JSON), each written atomically; the summary last."""
-    out = Path(out)
-    paths = {
-        "scores": out,
-        "history": history_path(output_dir, pd.Timestamp(result.summary["as_of"])),
-        "rejects": out.with_name(f"{out.stem}_rejects.csv"),
-        "summary": out.with_name(f"{out.stem}_summary.json"),
-    }
-    write_frame(result.scores, paths["scores"])
-    write_frame(result.scores, paths["history"])
-    write_frame(result.rejects, paths["rejects"])
-    write_json(result.summary | {"files": {k: str(v) for k, v in paths.items()}}, paths["summary"])
-    return paths
+    """Scores (Parquet) at the explicit path ``out``, rejects and summary beside it, each file
+    atomic (the summary last), and the history copy. ``publish_run`` writes them as one set."""
+    paths_ = _run_files(out)
+    paths_["history"] = history_path(output_dir, pd.Timestamp(result.summary["as_of"]))
+    _write_set(result, paths_, paths_)
+    write_frame(result.scores, paths_["history"])
+    return paths_
+
+
+def publish_run(result: ScoringResult, output_dir: Path) -> dict[str, Path]:
+    """Publish one run as a set: its files are written to a staging folder that replaces
+    ``scores/<as_of>/`` in one rename, then the history copy and the ``scores/LATEST`` pointer
+    (moved only forward in as_of: a backfill does not hide the newest run) are written, each
+    atomically. A kill at any point leaves every published run whole."""
+    as_of = pd.Timestamp(result.summary["as_of"])
+    target = paths.run_dir(output_dir, as_of)
+    final = _run_files(target / paths.SCORES_FILE)
+    final["history"] = history_path(output_dir, as_of)
+    with staged_dir(target) as staging:
+        _write_set(result, _run_files(staging / paths.SCORES_FILE), final)
+    write_frame(result.scores, final["history"])
+    latest = paths.latest_run_dir(output_dir)
+    if latest is None or latest.name <= str(as_of.date()):  # a backfill leaves LATEST as is
+        write_text(f"{as_of.date()}\n", paths.latest_pointer(output_dir))
+    return final
 
 
 def run_scoring(
@@ -425,16 +563,20 @@ def run_scoring(
     )
     result.summary["model"]["source"] = source
     check(result.scores, SCORES, "scores")
-    paths = write_outputs(result, out or default_out(config), config.data.output_dir)
-    _track(config, result.summary, paths)
-    return result, paths
+    output_dir = paths.output_dir(config)
+    if out is None:
+        files = publish_run(result, output_dir)
+    else:
+        files = write_outputs(result, out, output_dir)
+    _track(config, result.summary, files)
+    return result, files
 
 
 def _version(bundle: ModelBundle) -> str:
     return str(bundle.card.get("model_version"))
 
 
-def _track(config: Config, summary: dict, paths: dict[str, Path]) -> None:
+def _track(config: Config, summary: dict, files: dict[str, Path]) -> None:
     """A scoring MLflow run linked to the model's run, when the tracking store is reachable."""
     tc = config.train
     if not tracking.store_reachable(tc.tracking_uri):
@@ -452,10 +594,10 @@ def _track(config: Config, summary: dict, paths: dict[str, Path]) -> None:
             "as_of": summary["as_of"],
             "model_source": summary["model"]["source"],
             "tier_policy": summary["tier_policy"],
-            "scores_file": str(paths["scores"]),
+            "scores_file": str(files["scores"]),
         },
         metrics=metrics,
-        artifacts=[paths["summary"]],
+        artifacts=[files["summary"]],
     )
     log.info(
         "MLflow scoring run %s (linked to model run %s)", run_id, summary["model"]["mlflow_run_id"]
@@ -464,11 +606,13 @@ def _track(config: Config, summary: dict, paths: dict[str, Path]) -> None:
 
 __all__ = [
     "Base",
+    "ChampionError",
     "ScoringError",
     "ScoringResult",
     "build_base",
     "customer_value",
     "load_champion",
+    "publish_run",
     "reject_reasons",
     "resolve_as_of",
     "run_scoring",

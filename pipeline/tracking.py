@@ -1,9 +1,12 @@
 """MLflow: the only module that imports mlflow.
 
 Runs, params, metrics and artifacts go to the tracking store (default ``sqlite:///mlflow.db``,
-artifacts under ``mlruns/``). The model registry holds versions of ``churn-risk``; the alias
-``champion`` points at the version scoring uses. Each training run also stores the verified
-text bundle (``bundle/``: model.txt + card.json) that scoring loads, so nothing is unpickled.
+artifacts under ``mlruns/``). One experiment and one registered model per project (names from
+``pipeline.paths``); the alias ``champion`` points at the version scoring uses. The registered
+model is a pyfunc logged from code (``pipeline/pyfunc_model.py``, no pickle) whose artifact
+``bundle`` is the verified text bundle (model.txt, calibrator.json, card.json, manifest.json):
+``mlflow.pyfunc.load_model("models:/<name>@champion").predict(features)`` gives the calibrated
+probability ``churn score`` gives, and scoring loads the same bundle from the registry.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +25,9 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
+"""The bundle folder's name among a training run's artifacts and among the pyfunc's artifacts."""
+PYFUNC_MODEL = Path(__file__).with_name("pyfunc_model.py")
+"""The models-from-code file MLflow runs to load the registered model."""
 
 
 def _mlflow():
@@ -78,22 +85,44 @@ def log_table(frame: pd.DataFrame, name: str) -> None:
         log_artifact(path)
 
 
-def log_lightgbm(booster, example: pd.DataFrame, model_name: str) -> str:
-    """Log the booster (LightGBM's own text format, no pickle) with signature and input
-    example, registered under ``model_name``; returns the new version number."""
+def log_pyfunc(bundle, example: pd.DataFrame, model_name: str) -> str:
+    """Log ``bundle`` as a models-from-code pyfunc (signature and input example from the
+    feature frame ``example``, categorical columns as strings), registered under
+    ``model_name``; returns the new version number."""
     mlflow = _mlflow()
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, booster.predict(example))
-    info = mlflow.lightgbm.log_model(
-        booster,
-        name="model",
-        signature=signature,
-        input_example=example,
-        registered_model_name=model_name,
-        pip_requirements=[f"lightgbm=={_version('lightgbm')}", f"pandas=={_version('pandas')}"],
-    )
+    example = pyfunc_input(example)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # integer features are counts that are never missing: MLflow's hint does not apply
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        folder = Path(tmp) / BUNDLE_ARTIFACT
+        folder.mkdir()
+        # the registry's copy holds no registration: its version is known only after logging
+        type(bundle)(bundle.model, bundle.calibrator, bundle.card).write(folder)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL),
+            artifacts={BUNDLE_ARTIFACT: str(folder)},
+            signature=infer_signature(example, bundle.predict(example)),
+            input_example=example,
+            registered_model_name=model_name,
+            pip_requirements=[
+                f"{p}=={_version(p)}"
+                for p in ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow")
+            ],
+        )
     return str(info.registered_model_version)
+
+
+def pyfunc_input(features: pd.DataFrame) -> pd.DataFrame:
+    """The feature frame as the pyfunc takes it: pandas ``category`` columns as strings (MLflow's
+    schema check refuses ``category``; DESIGN §11)."""
+    out = features.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.CategoricalDtype):
+            out[column] = out[column].astype("str")
+    return out
 
 
 def _version(package: str) -> str:
@@ -159,13 +188,23 @@ def store_reachable(tracking_uri: str) -> bool:
 
 
 def champion_bundle(model_name: str, destination: Path) -> tuple[Path, str, str] | None:
-    """Download the registry champion's verified text bundle; (folder, version, run id) or None
-    when the registry has no champion for ``model_name``."""
+    """Download the registered champion's bundle (the pyfunc's ``bundle`` artifact, not yet
+    verified); (folder, version, run id), or None when ``model_name`` has no champion."""
     champion = champion_version(model_name)
     if champion is None:
         return None
     version, run_id = champion
-    return download_bundle(run_id, destination), version, run_id
+    destination.mkdir(parents=True, exist_ok=True)
+    path = _mlflow().artifacts.download_artifacts(
+        artifact_uri=f"models:/{model_name}/{version}", dst_path=str(destination)
+    )
+    folder = Path(path) / "artifacts" / BUNDLE_ARTIFACT
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"registered model {model_name} v{version} holds no '{BUNDLE_ARTIFACT}' artifact"
+            " (registered by an older version of the pipeline): retrain (churn train)"
+        )
+    return folder, version, run_id
 
 
 def log_linked_run(

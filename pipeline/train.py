@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from pipeline import plots, tracking
+from pipeline import paths, plots, tracking
 from pipeline.config import Config, TrainConfig
 from pipeline.dataset import TrainingSet, as_of_schedule, build_training_set, out_of_time_split
 from pipeline.events import ValidatedData, load_inputs
@@ -324,11 +324,10 @@ def _track_and_export(
         tracking.log_dict(data.report.as_dict(), "validation_report.json")
         tracking.log_dict(config.model_dump(mode="json"), "config.json")
         tracking.log_table(tier_table(y, predictions["tier"]), "tiers_test.csv")
-        version_ = tracking.log_lightgbm(
-            model.booster_, model.encode(test[features].head(5)), tc.model_name
-        )
-        card = model_card(config, model, training, metrics, fingerprint, run_id, version_)
+        card = model_card(config, model, training, metrics, fingerprint, run_id, None)
         bundle = ModelBundle(model, calibrator, card)
+        version_ = tracking.log_pyfunc(bundle, test[features].head(5), tc.model_name)
+        bundle.register(tc.model_name, version_, run_id)
         promoted, decision = decide_champion(
             metrics["test_roc_auc"], champion_auc, tc.champion_tolerance
         )
@@ -361,7 +360,7 @@ def _track_and_export(
         },
         out_dir / "last_run.json",
     )
-    bundle_dir = config.models_dir / "champion"
+    bundle_dir = paths.champion_dir(config)
     if promoted:
         bundle.save(bundle_dir)
     elif not (bundle_dir / "card.json").exists() and previous is not None:

@@ -46,7 +46,7 @@ def test_the_minimal_example_config_parses_with_defaults(tmp_path: Path) -> None
     assert isinstance(config, Config)
     assert config.data.events == Path("data/events.parquet")
     assert config.data.customers == Path("data/customers.csv")
-    assert config.data.output_dir == Path("outputs")
+    assert config.data.output_dir == Path("outputs/config")  # outputs/<project>: the stem
     assert config.data.observed_until is None
     assert config.event_types.mapping() == {
         "login": "login",

@@ -40,7 +40,7 @@ def test_a_first_training_run_becomes_champion_and_exports_a_verified_bundle(fir
     root, _, result = first_run
     assert result.promoted
     assert result.decision == "no champion yet"
-    bundle = ModelBundle.load(root / "models" / "champion")
+    bundle = ModelBundle.load(root / "models" / "default" / "champion")
     assert bundle.card["mlflow_run_id"] == result.run_id
     assert bundle.card["model_version"] == result.version == "1"
     for key in (
@@ -65,7 +65,7 @@ def test_the_exported_bundle_reproduces_the_run_test_predictions(first_run):
     from pipeline.events import load_inputs
     from pipeline.features import build_daily_log, build_features
 
-    bundle = ModelBundle.load(root / "models" / "champion")
+    bundle = ModelBundle.load(root / "models" / "default" / "champion")
     preds = result.test_predictions
     (test_as_of,) = pd.to_datetime(preds["as_of"].unique())
     assert bundle.card["split"]["test"] == [str(test_as_of.date())]
@@ -85,7 +85,7 @@ def test_a_tampered_model_file_is_refused(first_run, tmp_path):
     import shutil
 
     copy = tmp_path / "bundle"
-    shutil.copytree(root / "models" / "champion", copy)
+    shutil.copytree(root / "models" / "default" / "champion", copy)
     text = (copy / "model.txt").read_text()
     (copy / "model.txt").write_text(text.replace("learning_rate", "learning_rate ", 1))
     with pytest.raises(ValueError, match="does not match the SHA-256"):
@@ -99,8 +99,8 @@ def test_training_twice_with_the_same_seed_gives_identical_test_predictions(
     monkeypatch.chdir(tmp_path)
     again = run_training(demo_config(tmp_path, demo_dir, train={"n_estimators": 200}))
     pd.testing.assert_frame_equal(again.test_predictions, result.test_predictions)
-    assert (tmp_path / "models/champion/model.txt").read_text() == (
-        first_run[0] / "models/champion/model.txt"
+    assert (tmp_path / "models/default/champion/model.txt").read_text() == (
+        first_run[0] / "models/default/champion/model.txt"
     ).read_text()
 
 
@@ -117,14 +117,14 @@ def test_the_champion_gate_keeps_the_old_champion_when_a_crippled_model_is_worse
     worse = run_training(crippled)
     assert not worse.promoted
     assert "< champion" in worse.decision
-    card = ModelBundle.load(root / "models" / "champion").card
+    card = ModelBundle.load(root / "models" / "default" / "champion").card
     assert card["mlflow_run_id"] == result.run_id  # the export still holds the old champion
     from pipeline import tracking
 
     tracking.configure(
         crippled.train.tracking_uri, crippled.train.experiment, crippled.train.artifact_location
     )
-    assert tracking.champion_version("churn-risk")[0] == result.version
+    assert tracking.champion_version("default")[0] == result.version
 
 
 @pytest.mark.code
@@ -211,4 +211,4 @@ def test_training_works_for_a_non_contractual_purchase_only_business(tmp_path, m
     assert result.promoted
     assert result.metrics["test_roc_auc"] > 0.6
     assert "oracle_roc_auc" not in result.metrics
-    assert (tmp_path / "models/champion/card.json").exists()
+    assert (tmp_path / "models/default/champion/card.json").exists()
