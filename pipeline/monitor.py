@@ -142,12 +142,15 @@ def expected_roc_auc(p: np.ndarray) -> float:
 
 
 def expected_quality(p: np.ndarray, tier: np.ndarray | None = None) -> dict[str, float]:
-    """Label-free estimates from calibrated probabilities: churn rate, ROC-AUC, and the
-    precision (expected churn rate) of each tier present."""
+    """Label-free estimates from calibrated probabilities: churn rate, ROC-AUC, Brier score
+    (E[(y − p)²] = mean p(1 − p) when y ~ Bernoulli(p)), and the precision (expected churn
+    rate) of each tier present."""
     p = np.asarray(p, dtype=np.float64)
+    empty = len(p) == 0
     out = {
-        "expected_churn_rate": float(p.mean()) if len(p) else float("nan"),
-        "expected_roc_auc": expected_roc_auc(p) if len(p) else float("nan"),
+        "expected_churn_rate": float("nan") if empty else float(p.mean()),
+        "expected_roc_auc": float("nan") if empty else expected_roc_auc(p),
+        "expected_brier": float("nan") if empty else float(np.mean(p * (1.0 - p))),
     }
     if tier is not None:
         tier = np.asarray(tier)

@@ -81,9 +81,10 @@ def test_the_headline_names_the_model_its_auc_and_the_customers_at_risk_today(re
 @pytest.mark.model
 def test_every_figure_is_an_embedded_png_of_real_size(reports):
     images = pngs(reports["after"])
-    # KPI trends, cohorts, ROC/PR, calibration, gain, importance, tier mix, tier churn,
-    # stability, tier moves
-    assert len(images) == 10
+    # KPI trends, cohorts, ROC/PR, calibration, gain, importance, score distribution,
+    # calibration over the whole range, tier mix, tier churn, stability, tier moves
+    # (monitoring and contributions come with `churn run`: see test_run.py)
+    assert len(images) == 12
     for png in images:
         assert png.startswith(PNG_SIGNATURE)
         assert len(png) > 5_000
@@ -102,7 +103,7 @@ def test_a_missing_scores_file_gives_a_clear_note_instead_of_a_crash(reports):
     page = reports["before"]
     assert "No scores yet" in page and "make score" in page
     assert all(f"<h2>{title}</h2>" in page for title in SECTIONS.values())
-    assert len(pngs(page)) == 10  # everything else is still there
+    assert len(pngs(page)) == 11  # everything but the score distribution is still there
 
 
 @pytest.mark.model
@@ -212,7 +213,9 @@ def test_a_report_with_only_kpis_says_what_to_run_and_renders_the_same_bytes_twi
             "retention": [0.9, 0.8, 0.95],
         }
     )
-    inputs = ReportInputs(kpis, cohorts, "month", pd.Timestamp("2026-04-01"), 90)
+    inputs = ReportInputs(
+        kpis, cohorts, "month", pd.Timestamp("2026-04-01"), 90, kpi_start=pd.Timestamp("2026-01-01")
+    )
     page = render_report(inputs)
     assert "run <code>make train</code>" in page
     assert "No test predictions yet" in page and "No backtest" in page
