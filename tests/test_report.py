@@ -310,3 +310,22 @@ def test_tier_cutoffs_come_from_the_policy_or_from_todays_tiers():
         }
     )
     assert tier_cutoffs({"policy": "capacity"}, scores) == {"orange": 0.3, "red": 0.6}
+
+
+@pytest.mark.code
+def test_a_run_without_a_reference_profile_says_retrain_in_the_monitoring_section():
+    from pipeline import monitoring
+    from pipeline.config import MonitorConfig
+
+    scores = hostile_scores()
+    features = scores[["customer_id"]].assign(logins_30d=[1.0, 2.0])
+    payload = monitoring.build_monitor(
+        pd.Timestamp("2026-11-01"), features, scores, {"model_version": "7"}, MonitorConfig()
+    )
+    kpis = pd.DataFrame(columns=["period_start", "S", "crr_pct", "ndr_basis"])
+    inputs = ReportInputs(kpis, pd.DataFrame(), "month", pd.Timestamp("2026-11-01"), 90)
+    inputs.monitor, inputs.scores = payload, scores
+    section = render_report(inputs).split('<section id="monitoring">')[1].split("</section>")[0]
+    assert "no reference profile in the model card (retrain)" in section
+    assert "No alerts." in section and "Expected quality today" in section
+    assert "No earlier runs yet" in section
