@@ -337,7 +337,7 @@ def tier_cutoffs(policy: dict | None, scores: pd.DataFrame | None) -> dict[str, 
 
 def group_quality(backtest: pd.DataFrame, column: str, min_size: int = 100) -> pd.DataFrame:
     """Per value of ``column`` (pooled over the backtest dates): customers, churners, observed
-    churn, ROC-AUC, observed churn per tier, and a note when the group is too small
+    churn, ROC-AUC, customers and observed churn per tier, and a note when the group is too small
     (< ``min_size`` rows or a single outcome: its ROC-AUC is left out)."""
     from sklearn.metrics import roc_auc_score
 
@@ -350,10 +350,11 @@ def group_quality(backtest: pd.DataFrame, column: str, min_size: int = 100) -> p
         row |= {"roc_auc": auc, "note": f"too small (n < {min_size})" if n < min_size else ""}
         if not row["note"] and small:
             row["note"] = "one outcome only: no ROC-AUC"
-        per_tier = part.groupby("tier", observed=True)["churned"].mean()
-        rows.append(
-            row | {f"churn_{t}": per_tier.get(t, np.nan) for t in ("red", "orange", "green")}
-        )
+        per_tier = part.groupby("tier", observed=True)["churned"].agg(["mean", "size"])
+        for t in ("red", "orange", "green"):
+            row[f"n_{t}"] = int(per_tier["size"].get(t, 0))
+            row[f"churn_{t}"] = per_tier["mean"].get(t, np.nan)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -420,6 +420,9 @@ GROUP_FORMATS = {
     "churn_red": ".1%",
     "churn_orange": ".1%",
     "churn_green": ".1%",
+    "n_red": ",.0f",
+    "n_orange": ",.0f",
+    "n_green": ",.0f",
 }
 
 

@@ -293,6 +293,7 @@ def test_quality_per_group_notes_a_group_too_small_for_a_roc_auc():
     table = group_quality(frame, "plan", min_size=3).set_index("group")
     assert table.loc["pro", "roc_auc"] == 1.0 and table.loc["pro", "note"] == ""
     assert table.loc["pro", "churn_red"] == 1.0 and table.loc["pro", "churn_green"] == 0.0
+    assert (table.loc["pro", "n_red"], table.loc["basic", "n_orange"]) == (2, 2)
     assert np.isnan(table.loc["basic", "roc_auc"])
     assert table.loc["basic", "note"] == "too small (n < 3)"
     assert table.loc["basic", "customers"] == 2
