@@ -15,7 +15,7 @@ DEMO_SEED ?= 42
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(DEMO_DIR)/.built-$(DEMO_CUSTOMERS)-$(DEMO_SEED)
 
-.PHONY: help setup demo-data train score export kpis report test lint format bench mlflow-ui lock clean
+.PHONY: help setup demo-data train score export kpis report run test lint format bench mlflow-ui lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ kpis: setup ## Retention KPIs (CRR, churn rate, NDR, CLV, cohorts)
 
 report: setup ## Self-contained HTML report of the latest runs
 	$(BIN)/churn report --config $(CONFIG)
+
+run: setup ## The daily job: score, export, monitor, report into outputs/runs/<as_of>/ (AS_OF=YYYY-MM-DD)
+	$(BIN)/churn run --config $(CONFIG) $(if $(AS_OF),--as-of $(AS_OF)) $(if $(FAIL_ON_ALERT),--fail-on-alert)
 
 test: setup ## Set up, then run the whole test suite
 	$(BIN)/python -m pytest -q

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -202,8 +201,34 @@ def features(
     log.info("wrote %d rows × %d features to %s", len(frame), frame.shape[1] - 2, out)
 
 
-def run() -> None:  # pragma: no cover - console entry for debugging
-    sys.exit(app())
+@app.command("run")
+def daily_run(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Snapshot date YYYY-MM-DD (UTC); default: end of the log."),
+    ] = None,
+    fail_on_alert: Annotated[
+        bool, typer.Option("--fail-on-alert", help="Exit 3 when a monitoring alert fired.")
+    ] = False,
+) -> None:
+    """The daily job: validate → score → export → monitor → report into one run folder
+    (<output_dir>/runs/<as_of>/). Exit 0 done, 2 bad input or config, 3 alert (--fail-on-alert)."""
+    from pipeline.events import load_inputs
+    from pipeline.run import EXIT_ALERT, run_daily
+
+    cfg = _config(config)
+    date = _dates([as_of])[0] if as_of else None
+    with _errors(scoring=True):
+        with step("validating inputs"):
+            data = load_inputs(cfg)
+        with step("daily run"):
+            done = run_daily(cfg, data, date, config_path=str(config))
+    for alert in done.alerts:
+        log.warning("alert: %s", alert)
+    typer.echo(done.line())
+    if fail_on_alert and done.alerts:
+        raise typer.Exit(EXIT_ALERT)
 
 
 @app.command()

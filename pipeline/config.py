@@ -277,6 +277,25 @@ PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_PROJECT = "default"
 
 
+class MonitorConfig(_Section):
+    """Daily-run monitoring (``churn run``): drift thresholds, quality margin, report groups."""
+
+    psi_warn: Annotated[float, Field(gt=0)] = 0.1
+    psi_alert: Annotated[float, Field(gt=0)] = 0.2
+    roc_auc_margin: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Alert when the expected ROC-AUC today is more than this below the model's backtest."""
+    min_group_size: Annotated[int, Field(ge=1)] = 100
+    """Segments, plans or stages with fewer customers are shown with a 'too small' note."""
+    kpi_start: date | None = None
+    """First period of the report's KPI charts; None: after the first full cohort year."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorConfig:
+        if self.psi_alert < self.psi_warn:
+            raise ValueError(f"psi_alert {self.psi_alert} must be ≥ psi_warn {self.psi_warn}")
+        return self
+
+
 class Config(_Section):
     project: str = DEFAULT_PROJECT
     """Namespaces everything that persists (DESIGN §1, ``pipeline.paths``): the MLflow
@@ -295,6 +314,7 @@ class Config(_Section):
     explain: ExplainConfig = ExplainConfig()
     export: ExportConfig = ExportConfig()
     kpis: KpiConfig = KpiConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @field_validator("project")
     @classmethod

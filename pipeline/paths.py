@@ -10,6 +10,7 @@ models/<project>/champion/            exported champion bundle (model.txt, calib
         scores.parquet                  scores_rejects.csv  scores_summary.json
     scores/LATEST                     pointer: the newest as_of published
     scores/history/scores_<as_of>.parquet   the copy the export compares against
+    runs/<as_of>/                     one daily `churn run` (scores, export, monitor, report)
     export/  train/  rejects/  report.html
 MLflow                                experiment ``train.experiment``, registered model
                                       ``train.model_name`` (both default: the project)
@@ -65,6 +66,11 @@ def scores_root(out: Path) -> Path:
 def run_dir(out: Path, as_of: pd.Timestamp | str) -> Path:
     """``<output_dir>/scores/<as_of>/``: the published files of one scoring run."""
     return scores_root(out) / str(pd.Timestamp(as_of).date())
+
+
+def runs_dir(out: Path) -> Path:
+    """``<output_dir>/runs/``: one folder per as_of written by the daily ``churn run``."""
+    return Path(out) / "runs"
 
 
 def latest_pointer(out: Path) -> Path:

@@ -323,3 +323,138 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+# --- monitoring and trust figures (pure: frames and arrays in, a Figure out) --------------------
+
+STATUS_COLORS = {"ok": "#8c959f", "warn": "#bf8700", "alert": "#cf222e"}
+
+
+def _cutoff_lines(ax, cutoffs: dict[str, float]) -> None:
+    """Vertical lines at the tier cut-offs, labelled with the tier they open."""
+    for tier, value in sorted(cutoffs.items(), key=lambda kv: kv[1]):
+        ax.axvline(value, ls="--", color=TIER_COLORS.get(tier, "grey"), linewidth=1.2)
+        ax.annotate(
+            f"{tier} ≥ {value:.2f}",
+            (value, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color=TIER_COLORS.get(tier, "grey"),
+        )
+
+
+def psi_bars(table: pd.DataFrame, warn: float, alert: float, top: int = 20) -> Figure:
+    """PSI per feature (and the score), highest first, coloured by status, with the warn and
+    alert thresholds. ``table``: feature, psi, status."""
+    shown = table.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.26 * len(shown) + 1.4))
+    colors = [STATUS_COLORS.get(s, "grey") for s in shown["status"]]
+    ax.barh(shown["feature"], shown["psi"], color=colors)
+    ax.axvline(warn, ls=":", color=STATUS_COLORS["warn"], label=f"warn {warn:g}")
+    ax.axvline(alert, ls="--", color=STATUS_COLORS["alert"], label=f"alert {alert:g}")
+    ax.set(xlabel="PSI (today vs training reference)", title="Input drift per feature")
+    ax.tick_params(axis="y", labelsize=7.5)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def quality_over_runs(
+    table: pd.DataFrame, metrics: tuple[str, ...] = ("roc_auc", "churn_rate")
+) -> Figure:
+    """Expected (line) and realised (dots, once labels matured) quality per run date.
+
+    ``table``: tidy as_of, metric, expected, realised (``pipeline.monitoring.quality_table``).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(10, 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        part = table[table["metric"] == metric]
+        x = pd.to_datetime(part["as_of"])
+        ax.plot(x, part["expected"], "o-", color=COLORS["model"], markersize=4, label="expected")
+        ax.plot(x, part["realised"], "s", color="#1f2328", markersize=6, label="realised")
+        ax.set_title(metric.replace("_", " "), fontsize=10, loc="left")
+        _date_axis(ax)
+        _clean(ax)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def score_distribution(p: np.ndarray, tier: np.ndarray, cutoffs: dict[str, float]) -> Figure:
+    """Histogram of today's probabilities, stacked by tier, with the tier cut-offs drawn."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    bins = np.linspace(0, 1, 41)
+    present = [t for t in TIER_ORDER if (np.asarray(tier) == t).any()]
+    values = [np.asarray(p)[np.asarray(tier) == t] for t in present]
+    ax.hist(values, bins=bins, stacked=True, color=[TIER_COLORS[t] for t in present], label=present)
+    _cutoff_lines(ax, cutoffs)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set(xlabel="churn probability", ylabel="customers", title="Today's scores by tier")
+    ax.legend(fontsize=8, loc="upper right", reverse=True)
+    _clean(ax)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_range(
+    y: np.ndarray, p: np.ndarray, cutoffs: dict[str, float], n_bins: int = 10
+) -> Figure:
+    """Observed churn against predicted probability in equal-width bins over [0, 1] (dot size
+    ~ customers in the bin), the diagonal, and the tier cut-offs."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    edges = np.linspace(0, 1, n_bins + 1)
+    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins)
+    seen = count > 0
+    mean_p = np.bincount(index, weights=p, minlength=n_bins)[seen] / count[seen]
+    rate = np.bincount(index, weights=y, minlength=n_bins)[seen] / count[seen]
+    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
+    ax.plot(mean_p, rate, "-", color=COLORS["model"])
+    ax.scatter(
+        mean_p, rate, s=12 + 120 * count[seen] / count.max(), color=COLORS["model"], zorder=3
+    )
+    _cutoff_lines(ax, cutoffs)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed churn rate")
+    ax.set_title("Calibration over the whole range (backtest)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def contribution_bars(summary: pd.DataFrame, top: int = 15) -> Figure:
+    """Mean |contribution| (log-odds) per feature over today's scored base."""
+    shown = summary.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.28 * len(shown) + 1.2))
+    ax.barh(shown["feature"], shown["mean_abs"], color=COLORS["model"])
+    ax.set(xlabel="mean |contribution| (log-odds)", title="What moves today's scores")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def contribution_spread(summary: pd.DataFrame, top: int = 8) -> Figure:
+    """Distribution of the contributions of the top features: box = 25–75 %, whiskers = 5–95 %,
+    line = median (quantile columns q05 … q95 of ``pipeline.monitoring.contribution_summary``)."""
+    shown = summary.head(top).iloc[::-1]
+    stats = [
+        {
+            "label": r.feature,
+            "whislo": r.q05,
+            "q1": r.q25,
+            "med": r.q50,
+            "q3": r.q75,
+            "whishi": r.q95,
+        }
+        for r in shown.itertuples(index=False)
+    ]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(stats) + 1.3))
+    ax.bxp(stats, orientation="horizontal", showfliers=False)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="contribution to the log-odds (← lowers risk · raises risk →)")
+    ax.set_title("Spread of contributions, top features")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig

@@ -60,9 +60,10 @@ def log_params(params: dict) -> None:
     _mlflow().log_params({k: str(v)[:6000] for k, v in params.items()})
 
 
-def log_metrics(metrics: dict[str, float]) -> None:
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log finite metrics; ``step`` orders repeated values (e.g. a date as YYYYMMDD)."""
     clean = {k: float(v) for k, v in metrics.items() if v is not None and pd.notna(v)}
-    _mlflow().log_metrics(clean)
+    _mlflow().log_metrics(clean, step=step)
 
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:

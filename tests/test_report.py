@@ -15,7 +15,11 @@ from pipeline.report import (
     SECTIONS,
     ReportInputs,
     backtest_dates,
+    group_quality,
+    kpi_window,
+    margin_phrase,
     render_report,
+    tier_cutoffs,
     tier_outcomes,
     tier_stability,
     tier_transitions,
@@ -81,9 +85,10 @@ def test_the_headline_names_the_model_its_auc_and_the_customers_at_risk_today(re
 @pytest.mark.model
 def test_every_figure_is_an_embedded_png_of_real_size(reports):
     images = pngs(reports["after"])
-    # KPI trends, cohorts, ROC/PR, calibration, gain, importance, tier mix, tier churn,
-    # stability, tier moves
-    assert len(images) == 10
+    # KPI trends, cohorts, ROC/PR, calibration, gain, importance, score distribution,
+    # calibration over the whole range, tier mix, tier churn, stability, tier moves
+    # (monitoring and contributions come with `churn run`: see test_run.py)
+    assert len(images) == 12
     for png in images:
         assert png.startswith(PNG_SIGNATURE)
         assert len(png) > 5_000
@@ -102,7 +107,7 @@ def test_a_missing_scores_file_gives_a_clear_note_instead_of_a_crash(reports):
     page = reports["before"]
     assert "No scores yet" in page and "make score" in page
     assert all(f"<h2>{title}</h2>" in page for title in SECTIONS.values())
-    assert len(pngs(page)) == 10  # everything else is still there
+    assert len(pngs(page)) == 11  # everything but the score distribution is still there
 
 
 @pytest.mark.model
@@ -212,7 +217,9 @@ def test_a_report_with_only_kpis_says_what_to_run_and_renders_the_same_bytes_twi
             "retention": [0.9, 0.8, 0.95],
         }
     )
-    inputs = ReportInputs(kpis, cohorts, "month", pd.Timestamp("2026-04-01"), 90)
+    inputs = ReportInputs(
+        kpis, cohorts, "month", pd.Timestamp("2026-04-01"), 90, kpi_start=pd.Timestamp("2026-01-01")
+    )
     page = render_report(inputs)
     assert "run <code>make train</code>" in page
     assert "No test predictions yet" in page and "No backtest" in page
@@ -220,3 +227,106 @@ def test_a_report_with_only_kpis_says_what_to_run_and_renders_the_same_bytes_twi
     assert "NDR = GRR" in page  # the approximation is stated
     assert len(pngs(page)) == 2
     assert render_report(inputs) == page
+
+
+def hostile_scores() -> pd.DataFrame:
+    hostile = '<script>alert("x")</script>'
+    return pd.DataFrame(
+        {
+            "customer_id": [hostile, "c2"],
+            "as_of": pd.to_datetime(["2026-11-01"] * 2),
+            "churn_probability": [0.7, 0.1],
+            "tier": ["red", "green"],
+            "expected_loss": [700.0, 10.0],
+            "revenue_at_risk": [700.0, 10.0],
+            "owner": ["<b>owner</b>", "ann"],
+            "segment": ["smb & co", "smb"],
+            "reason_1_sentence": ["<img src=x onerror=alert(1)> logins fell", None],
+            "recommended_action": ["call <now>", None],
+            "last_activity_at": pd.to_datetime(["2026-10-01", "2026-10-20"]),
+            "model_version": ["7", "7"],
+        }
+    )
+
+
+@pytest.mark.code
+def test_jinja2_autoescapes_a_hostile_customer_name_owner_and_reason():
+    kpis = pd.DataFrame(columns=["period_start", "S", "crr_pct", "ndr_basis"])
+    inputs = ReportInputs(kpis, pd.DataFrame(), "month", pd.Timestamp("2026-11-01"), 90)
+    inputs.scores = hostile_scores()
+    page = render_report(inputs)
+    section = page.split('<section id="at-risk">')[1].split("</section>")[0]
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in section
+    assert "&lt;b&gt;owner&lt;/b&gt;" in section and "smb &amp; co" in section
+    assert "&lt;img src=x onerror=alert(1)&gt; logins fell" in section
+    assert "→ call &lt;now&gt;" in section
+    assert "<script" not in page and "<b>owner" not in page and "<img src=x" not in page
+
+
+@pytest.mark.code
+def test_margins_read_beats_or_trails_never_a_negative_beat():
+    assert margin_phrase("logistic regression", 0.0123) == "beats logistic regression by 0.012"
+    assert margin_phrase("logistic regression", -0.009) == "trails logistic regression by 0.009"
+    assert margin_phrase("the rule", 0.0001) == "ties with the rule"
+
+
+@pytest.mark.code
+def test_kpi_charts_start_one_year_after_the_first_period_with_customers_unless_configured():
+    kpis = pd.DataFrame(
+        {"period_start": pd.date_range("2025-01-01", periods=15, freq="MS"), "S": [0] + [5] * 14}
+    )
+    shown = kpi_window(kpis)
+    assert shown["period_start"].iloc[0] == pd.Timestamp("2026-02-01")
+    assert len(kpi_window(kpis, pd.Timestamp("2025-06-01"))) == 10
+
+
+@pytest.mark.code
+def test_quality_per_group_notes_a_group_too_small_for_a_roc_auc():
+    frame = pd.DataFrame(
+        {
+            "plan": ["pro"] * 4 + ["basic"] * 2,
+            "churned": [1, 0, 0, 1, 1, 0],
+            "churn_probability": [0.9, 0.2, 0.1, 0.6, 0.5, 0.5],
+            "tier": ["red", "green", "green", "red", "orange", "orange"],
+        }
+    )
+    table = group_quality(frame, "plan", min_size=3).set_index("group")
+    assert table.loc["pro", "roc_auc"] == 1.0 and table.loc["pro", "note"] == ""
+    assert table.loc["pro", "churn_red"] == 1.0 and table.loc["pro", "churn_green"] == 0.0
+    assert (table.loc["pro", "n_red"], table.loc["basic", "n_orange"]) == (2, 2)
+    assert np.isnan(table.loc["basic", "roc_auc"])
+    assert table.loc["basic", "note"] == "too small (n < 3)"
+    assert table.loc["basic", "customers"] == 2
+
+
+@pytest.mark.code
+def test_tier_cutoffs_come_from_the_policy_or_from_todays_tiers():
+    policy = {"policy": "thresholds", "red_threshold": 0.5, "orange_threshold": 0.2}
+    assert tier_cutoffs(policy, None) == {"orange": 0.2, "red": 0.5}
+    scores = pd.DataFrame(
+        {
+            "churn_probability": [0.9, 0.6, 0.3, 0.05, 0.1],
+            "tier": ["red", "red", "orange", "orange", "green"],
+            "escalated": [False, False, False, True, False],
+        }
+    )
+    assert tier_cutoffs({"policy": "capacity"}, scores) == {"orange": 0.3, "red": 0.6}
+
+
+@pytest.mark.code
+def test_a_run_without_a_reference_profile_says_retrain_in_the_monitoring_section():
+    from pipeline import monitoring
+    from pipeline.config import MonitorConfig
+
+    scores = hostile_scores()
+    features = scores[["customer_id"]].assign(logins_30d=[1.0, 2.0])
+    payload = monitoring.build_monitor(
+        pd.Timestamp("2026-11-01"), features, scores, {"model_version": "7"}, MonitorConfig()
+    )
+    kpis = pd.DataFrame(columns=["period_start", "S", "crr_pct", "ndr_basis"])
+    inputs = ReportInputs(kpis, pd.DataFrame(), "month", pd.Timestamp("2026-11-01"), 90)
+    inputs.monitor, inputs.scores = payload, scores
+    section = render_report(inputs).split('<section id="monitoring">')[1].split("</section>")[0]
+    assert "no reference profile in the model card (retrain)" in section
+    assert "No alerts." in section and "Expected quality today" in section
+    assert "No earlier runs yet" in section
