@@ -68,13 +68,20 @@ class Phrase:
     signals: tuple[str, ...] = ()
 
 
-def _count(noun: str, window: int, signals: tuple[str, ...], family: str, zero: bool = True):
+def _count(
+    noun: str,
+    window: int,
+    signals: tuple[str, ...],
+    family: str,
+    zero: bool = True,
+    kind: str = "",
+) -> Phrase:
     """A usage count in a window: '3 logins in the last 30 days', 'no login in …' for 0."""
     return Phrase(
         family,
-        f"{{n}} {noun}{{s}} in the last {window} days",
+        f"{{n}} {noun}{{s}}{kind} in the last {window} days",
         when="positive",
-        zero=f"no {noun} in the last {window} days" if zero else None,
+        zero=f"no {noun}{kind} in the last {window} days" if zero else None,
         compare=zero,
         signals=signals,
     )
@@ -104,9 +111,9 @@ PHRASES: dict[str, Phrase] = {
         compare=True,
         signals=USE,
     ),
-    "events_7d": _count("event", 7, (), "inactivity"),
-    "events_30d": _count("event", 30, (), "inactivity"),
-    "events_90d": _count("event", 90, (), "inactivity"),
+    "events_7d": _count("event", 7, (), "inactivity", kind=" of any kind"),
+    "events_30d": _count("event", 30, (), "inactivity", kind=" of any kind"),
+    "events_90d": _count("event", 90, (), "inactivity", kind=" of any kind"),
     "logins_7d": _count("login", 7, LOGIN, "inactivity"),
     "logins_30d": _count("login", 30, LOGIN, "inactivity"),
     "logins_90d": _count("login", 90, LOGIN, "inactivity"),

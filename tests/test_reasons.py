@@ -33,7 +33,7 @@ def first_reason(feature: str, value, stage: str | None = None, refs=None):
         ("days_since_last_activity", 1.0, "no use for 1 day", "inactivity"),
         ("logins_30d", 0, "no login in the last 30 days", "inactivity"),
         ("logins_30d", 1, "1 login in the last 30 days", "inactivity"),
-        ("events_7d", 4, "4 events in the last 7 days", "inactivity"),
+        ("events_7d", 4, "4 events of any kind in the last 7 days", "inactivity"),
         ("active_days_30d", 3, "active on 3 of the last 30 days", "inactivity"),
         ("logins_30d_vs_prev_30d", 0.4, "logins down to 40% of the previous 30 days", "inactivity"),
         (
