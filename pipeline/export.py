@@ -33,6 +33,7 @@ was. Re-running with the same scores gives identical bytes (XLSX timestamps pinn
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -463,7 +464,9 @@ def write_tables(
     files = {f"{SUMMARY}.{fmt}": summary} | {names[k]: v for k, v in parts.items()}
     for name, frame in (files | {f"{k}.{fmt}": v for k, v in extra.items()}).items():
         if fmt == "csv":
-            csv_frame(frame, context).to_csv(folder / name, index=False, lineterminator="\n")
+            csv_frame(frame, context).to_csv(
+                folder / name, index=False, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC
+            )
         else:
             frame.to_parquet(folder / name, index=False)
     return names
