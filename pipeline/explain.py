@@ -40,7 +40,7 @@ STAGE_WORDS = {
     "renewal": "in the first year as a customer",
     "mature": "long-standing customer",
 }
-SPARE = 3
+SPARE = 2
 """Candidate reasons beyond ``top_k``, to fill slots whose sentence cannot be written."""
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -66,6 +66,8 @@ class Phrase:
     fmt: str = "int"
     compare: bool = False
     signals: tuple[str, ...] = ()
+    higher_is_worse: bool = False
+    """Direction of risk for compared features (recency: higher is worse; counts: lower)."""
 
 
 def _count(
@@ -92,16 +94,21 @@ COMPLAINT, TICKET, FAILED = ("complaint",), ("support_ticket",), ("payment_faile
 SPEND = ("purchase", "payment")
 PHRASES: dict[str, Phrase] = {
     "days_since_last_event": Phrase(
-        "inactivity", "no activity of any kind for {n} day{s}", compare=True
+        "inactivity", "no activity of any kind for {n} day{s}", compare=True, higher_is_worse=True
     ),
     "days_since_last_activity": Phrase(
-        "inactivity", "no use for {n} day{s}", missing="no use since signup", compare=True
+        "inactivity",
+        "no use for {n} day{s}",
+        missing="no use since signup",
+        compare=True,
+        higher_is_worse=True,
     ),
     "days_since_last_login": Phrase(
         "inactivity",
         "no login for {n} day{s}",
         missing="never logged in",
         compare=True,
+        higher_is_worse=True,
         signals=LOGIN,
     ),
     "days_since_last_feature_use": Phrase(
@@ -109,6 +116,7 @@ PHRASES: dict[str, Phrase] = {
         "no feature used for {n} day{s}",
         missing="never used a feature",
         compare=True,
+        higher_is_worse=True,
         signals=USE,
     ),
     "events_7d": _count("event", 7, (), "inactivity", kind=" of any kind"),
@@ -397,23 +405,42 @@ def _wanted(v: np.ndarray, when: str) -> np.ndarray:
     return np.ones(len(v), dtype=bool)
 
 
+@dataclass(frozen=True)
+class Peers:
+    """Per row: the reference table's row (lifecycle stage, or 'all') and its words."""
+
+    key: np.ndarray
+    label: np.ndarray
+
+    @classmethod
+    def of(cls, features: pd.DataFrame, references: pd.DataFrame) -> Peers:
+        n = len(features)
+        if "lifecycle_stage" not in features:
+            where = pd.Index(references.index).get_indexer(["all"])[0]
+            return cls(np.full(n, where), np.full(n, " (median of low-risk customers: "))
+        stage = features["lifecycle_stage"].astype("str")
+        key = pd.Index(references.index).get_indexer(stage.to_numpy(dtype=object))
+        words = stage.map(STAGE_PEERS).fillna("").to_numpy(dtype=str)
+        spaced = np.where(words == "", "", np.strings.add(words, " "))
+        label = np.strings.add(np.strings.add(" (median of low-risk ", spaced), "customers: ")
+        return cls(key, label)
+
+
 def comparisons(
-    phrase: Phrase, values: np.ndarray, stages: np.ndarray, references: pd.DataFrame, feature: str
-) -> np.ndarray:
-    """' (median of low-risk first-year customers: 12)' per row, '' where there is no
-    reference or it reads the same as the customer's value."""
-    if not phrase.compare or feature not in references or feature in CONTEXT:
-        return np.full(len(values), "", dtype=object)
-    table = references[feature]
-    ref = table.reindex(stages).to_numpy(dtype=np.float64)
-    peers = pd.Series(stages).map(STAGE_PEERS).fillna("").to_numpy(dtype=str)
+    phrase: Phrase, values: np.ndarray, peers: Peers, rows: np.ndarray, references: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """(' (median of low-risk first-year customers: 12)' per row, '' where there is no
+    reference or it reads the same as the customer's value; True where the customer is on the
+    healthy side of the reference, so the sentence would contradict the reason)."""
+    table = references.to_numpy(dtype=np.float64)[:, 0]
+    key = peers.key[rows]
+    ref = np.where(key >= 0, table[np.maximum(key, 0)], np.nan) if len(table) else values * np.nan
     mine, theirs = written(values, phrase.fmt), written(ref, phrase.fmt)
-    label = np.strings.add(
-        np.strings.add(" (median of low-risk ", peers), np.where(peers == "", "", " ")
-    )
-    text = np.strings.add(np.strings.add(np.strings.add(label, "customers: "), theirs), ")")
-    show = ~np.isnan(ref) & (mine != theirs)
-    return np.where(show, text, "").astype(object)
+    text = np.strings.add(np.strings.add(peers.label[rows], theirs), ")")
+    known = ~np.isnan(ref) & ~np.isnan(values)
+    show = known & (mine != theirs)
+    better = known & show & ((values < ref) if phrase.higher_is_worse else (values > ref))
+    return np.where(show, text, ""), better
 
 
 def explain(
@@ -476,16 +503,17 @@ def candidate_texts(
         if "lifecycle_stage" in features
         else np.full(len(features), "all", dtype=object)
     )
+    peers = Peers.of(features, references) if references is not None else None
     for j in np.unique(index[index >= 0]):
         feature, phrase = feature_names[j], phrase_for(feature_names[j])
         rows, slots = np.nonzero(index == j)
         column = features[feature].iloc[rows].to_numpy()
         text = sentences(phrase, column)
-        if references is not None and phrase.compare:
-            extra = comparisons(phrase, column, stages[rows], references, feature)
-            text = np.where(
-                pd.isna(text), None, np.strings.add(text.astype(str), extra.astype(str))
-            )
+        if peers is not None and phrase.compare and feature in references:
+            values = column.astype(np.float64)
+            extra, better = comparisons(phrase, values, peers, rows, references[[feature]])
+            ok = pd.notna(text) & ~better
+            text = np.where(ok, np.strings.add(text.astype(str), extra), None)
         names[rows, slots] = feature
         texts[rows, slots] = text
         families[rows, slots] = _families(feature, phrase, stages[rows])

@@ -118,6 +118,23 @@ def test_usage_is_compared_with_low_risk_peers_of_the_same_stage_named_as_such()
     assert first_reason("days_since_last_activity", 3.0, "mature", refs)[0] == "no use for 3 days"
 
 
+def test_usage_on_the_healthy_side_of_the_peers_is_no_reason() -> None:
+    peers = pd.DataFrame(
+        {
+            "active_days_30d": [10.0, 10.0],
+            "days_since_last_login": [5.0, 5.0],
+            "lifecycle_stage": pd.Categorical(["mature", "mature"]),
+        }
+    )
+    names = ["active_days_30d", "days_since_last_login"]
+    refs = reference_values(peers, np.array([True, True]), names)
+    assert first_reason("active_days_30d", 25, "mature", refs)[0] is None
+    assert first_reason("days_since_last_login", 2.0, "mature", refs)[0] is None
+    assert first_reason("active_days_30d", 4, "mature", refs)[0] == (
+        "active on 4 of the last 30 days (median of low-risk long-standing customers: 10)"
+    )
+
+
 def test_context_features_are_never_compared() -> None:
     peers = pd.DataFrame({name: [10.0] for name in ("tenure_days", "days_to_anniversary")})
     refs = reference_values(peers, np.array([True]), ["tenure_days", "days_to_anniversary"])
