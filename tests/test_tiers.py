@@ -168,3 +168,44 @@ def test_on_a_purchase_log_base_rate_red_is_small_and_holds_the_most_churn() -> 
     rate = {t: churned[got == t].mean() for t in ("red", "orange", "green")}
     assert (got == "red").mean() <= 0.25
     assert rate["red"] > rate["orange"] > rate["green"]
+
+
+def test_value_comes_from_spend_history_when_there_is_no_mrr() -> None:
+    from pipeline.config import ValueConfig
+    from pipeline.score import customer_value, monthly_value
+
+    frame = pd.DataFrame(
+        {
+            "mrr": [50.0, 0.0, 0.0, np.nan],
+            "spend_365d": [999.0, 1200.0, 300.0, 0.0],
+            "tenure_days": [800.0, 400.0, 73.0, 10.0],
+        }
+    )
+    # a year of spend ÷ 12; 300 over 73 days annualised (×5); nothing spent: 0
+    monthly = monthly_value(frame, ValueConfig())
+    np.testing.assert_allclose(monthly, [50.0, 100.0, 125.0, 0.0])
+    np.testing.assert_allclose(monthly_value(frame, ValueConfig(monthly="mrr")), [50, 0, 0, 0])
+    value = customer_value(monthly, np.full(4, 0.5), ValueConfig(), 90)
+    np.testing.assert_allclose(value, [600.0, 1200.0, 1500.0, 0.0])
+
+
+def test_list_outcomes_report_length_churn_and_coverage_of_the_list() -> None:
+    from pipeline.report import list_outcomes
+
+    backtest = pd.DataFrame(
+        {
+            "as_of": pd.Timestamp("2025-01-01"),
+            "owner": ["a", "a", "b", "b", "b"],
+            "tier": ["red", "green", "orange", "green", "green"],
+            "churned": [1, 0, 1, 1, 0],
+            "churn_probability": [0.8, 0.1, 0.5, 0.3, 0.1],
+            "customer_value": [100.0, 100.0, 200.0, 100.0, 100.0],
+            "escalated_by": [None, None, "serious complaint in the last 30 days", None, None],
+        }
+    )
+    out = list_outcomes(backtest)
+    assert out["listed_per_owner_max"] == 1
+    assert out["listed_churn_over_base"] == pytest.approx(1.0 / 0.6)
+    assert out["churners_covered"] == pytest.approx(2 / 3)
+    assert out["revenue_at_risk_covered"] == pytest.approx(180 / 230)
+    assert out["listed_below_base_rate_unescalated"] == 0
