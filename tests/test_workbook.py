@@ -166,3 +166,34 @@ def test_re_running_the_same_as_of_gives_byte_identical_files(tmp_path: Path) ->
     second, _ = export_lists(scores(), ExportConfig(), tmp_path / "two")
     for name in ("at_risk_2025-06-01.xlsx", "manifest.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_contact_columns_come_from_the_customers_file_only_when_configured(
+    tmp_path: Path,
+) -> None:
+    from pipeline.config import parse_config
+    from pipeline.export import ExportError, with_contacts
+
+    customers = tmp_path / "customers.csv"
+    customers.write_text("customer_id,contact_email,phone\na,ann@example.com,=1+1\nb,b@x.org,2\n")
+
+    def config(**export):
+        return parse_config(
+            {
+                "data": {"events": "e.parquet", "customers": str(customers)},
+                "event_types": {"login": ["login"]},
+                "export": export,
+            }
+        )
+
+    assert "contact_email" not in with_contacts(scores(), config())
+    joined = with_contacts(scores(), config(contact_columns=["contact_email"]))
+    assert list(joined["contact_email"].fillna("-")) == ["ann@example.com", "b@x.org", "-", "-"]
+    columns = ["customer_id", "contact_email", "tier"]
+    cfg = config(contact_columns=["contact_email"], columns=columns)
+    export_lists(joined, cfg.export, tmp_path / "out")
+    ann = openpyxl.load_workbook(tmp_path / "out" / BOOK)["ann"]
+    assert headers(ann) == ["customer", "contact email", "tier"]
+    assert ann.cell(2, 2).value == "ann@example.com"
+    with pytest.raises(ExportError, match=r"contact_columns \['mobile'\] are not columns"):
+        with_contacts(scores(), config(contact_columns=["mobile"]))
