@@ -553,11 +553,16 @@ def reason_frame(
             has, contrib[rows, np.maximum(idx[:, slot], 0)], np.nan
         )
         out[f"reason_{i}_sentence"] = np.where(has, pick(texts)[:, slot], None)
+    for i in range(order.shape[1] + 1, top_k + 1):  # fewer features than slots: empty slots
+        empty = np.full(len(features), None, dtype=object)
+        nan = np.full(len(features), np.nan)
+        out |= {f"reason_{i}_{k}": v for k, v in (("feature", empty), ("value", nan),
+                ("contribution", nan), ("sentence", empty))}  # fmt: skip
     frame = pd.DataFrame(out, index=features.index)
     for column in frame.columns:
         if column.endswith(("_feature", "_sentence")):
             frame[column] = frame[column].astype("str")
-    frame["reasons"] = join_reasons(frame, order.shape[1])
+    frame["reasons"] = join_reasons(frame, top_k)
     family = np.where(ok[:, 0], pick(families)[:, 0], None) if order.shape[1] else None
     frame["reason_family"] = pd.Series(family, index=features.index, dtype="str")
     frame["recommended_action"] = frame["reason_family"].map(actions).astype("str")
