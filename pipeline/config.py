@@ -199,22 +199,14 @@ class TrainConfig(_Section):
         return name
 
 
-class TierConfig(_Section):
-    policy: Literal["thresholds", "capacity", "expected_value"] = "thresholds"
+class ThresholdsPolicy(_Section):
+    """``thresholds``: red when p ≥ red_threshold, orange when p ≥ orange_threshold."""
+
     red_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     orange_threshold: Annotated[float, Field(gt=0, le=1)] = 0.2
-    capacity_red: Annotated[int, Field(ge=0)] = 200
-    capacity_orange: Annotated[int, Field(ge=0)] = 800
-    save_rate: Annotated[float, Field(ge=0, le=1)] = 0.3
-    contact_cost: Annotated[float, Field(ge=0)] = 50.0
-    red_value_multiple: Annotated[float, Field(ge=1)] = 3.0
-    """expected_value policy: red when expected saving ≥ this multiple of the contact cost."""
-    escalate_serious_complaints: bool = True
-    """A serious complaint or ticket (severity ≥ features.serious_severity) in the last 30 days
-    lifts a customer to at least orange."""
 
     @model_validator(mode="after")
-    def _thresholds_ordered(self) -> TierConfig:
+    def _thresholds_ordered(self) -> ThresholdsPolicy:
         if self.orange_threshold >= self.red_threshold:
             raise ValueError(
                 f"orange_threshold ({self.orange_threshold}) must be below red_threshold"
@@ -223,46 +215,149 @@ class TierConfig(_Section):
         return self
 
 
+class CapacityPolicy(_Section):
+    """``capacity``: red = the ``red`` highest expected losses of the whole base, orange = the
+    next ``orange``."""
+
+    red: Annotated[int, Field(ge=0)] = 200
+    orange: Annotated[int, Field(ge=0)] = 800
+
+
+class ExpectedValuePolicy(_Section):
+    """``expected_value``: orange when p × value × save_rate > contact_cost; red when that saving
+    is at least ``red_value_multiple`` × contact_cost."""
+
+    save_rate: Annotated[float, Field(ge=0, le=1)] = 0.3
+    contact_cost: Annotated[float, Field(ge=0)] = 50.0
+    red_value_multiple: Annotated[float, Field(ge=1)] = 3.0
+
+
+class RelativeCapacityPolicy(_Section):
+    """``relative_capacity`` (the default): a list each owner can work, whatever the base rate.
+
+    Red: the ``red_per_owner`` highest expected losses (p × value) of each owner among customers
+    whose risk is at least ``red_risk_ratio`` × the base rate; orange: the next
+    ``orange_per_owner`` among those at least ``orange_risk_ratio`` × the base rate. For a high
+    base rate the floor ``k × base rate`` is capped so that the chance of staying is at most the
+    base's ÷ k (``1 − (1 − base rate) / k``): a retail log with 75 % "churn" still has a red."""
+
+    red_per_owner: Annotated[int, Field(ge=0)] = 10
+    orange_per_owner: Annotated[int, Field(ge=0)] = 30
+    red_risk_ratio: Annotated[float, Field(ge=1)] = 3.0
+    orange_risk_ratio: Annotated[float, Field(ge=1)] = 1.5
+
+
+class TierConfig(_Section):
+    """Which tier policy, its settings (one section per policy), escalation and hysteresis."""
+
+    policy: Literal["relative_capacity", "thresholds", "capacity", "expected_value"] = (
+        "relative_capacity"
+    )
+    relative_capacity: RelativeCapacityPolicy = RelativeCapacityPolicy()
+    thresholds: ThresholdsPolicy = ThresholdsPolicy()
+    capacity: CapacityPolicy = CapacityPolicy()
+    expected_value: ExpectedValuePolicy = ExpectedValuePolicy()
+    escalate_serious_complaints: bool = True
+    """A serious complaint or ticket (severity ≥ features.serious_severity) in the last 30 days
+    lifts a customer whose risk is at least the base rate to orange (to red when the risk also
+    clears the red floor); marked in ``escalated_by``."""
+    escalations_per_owner: Annotated[int, Field(ge=0)] | None = 15
+    """At most this many escalated customers per owner (highest expected loss first), on top
+    of the policy's list; None: no cap."""
+    hysteresis_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """A customer changes tier only when their score clears the cut-off by this share of it, or
+    when the new tier was proposed two runs in a row."""
+
+
 class ValueConfig(_Section):
-    """What a customer is worth, for revenue at risk and expected loss."""
+    """What a customer is worth, for revenue at risk and expected loss.
+
+    ``basis``: ``mrr_months`` = monthly value × ``months``; ``clv`` = monthly value × gross
+    margin × expected lifetime. The monthly value is the customer's MRR; with ``monthly``
+    ``auto`` (default) a customer without MRR is valued from spend history instead:
+    ``spend_365d`` annualised over their tenure when shorter than a year, ÷ 12.
+    """
 
     basis: Literal["mrr_months", "clv"] = "mrr_months"
     months: Annotated[float, Field(gt=0)] = 12.0
+    monthly: Literal["auto", "mrr", "spend"] = "auto"
+
+
+ACTIONS: dict[str, str] = {
+    "inactivity": "Send a re-engagement message and offer a check-in call",
+    "narrow_use": "Offer training on the features they do not use yet",
+    "complaint": "Call now to resolve the complaint",
+    "support": "Review open tickets with support and follow up personally",
+    "payment": "Ask the customer to update their payment details",
+    "onboarding": "Offer onboarding help: book a setup session",
+    "renewal": "Hold a renewal conversation before the anniversary",
+    "value": "Review plan fit and pricing with the customer",
+    "upsell": "Propose an upsell or ask for a referral",
+    "other": "Review the account",
+}
+"""Reason family → recommended action (``ExplainConfig.actions``)."""
 
 
 class ExplainConfig(_Section):
     top_k: Annotated[int, Field(ge=1, le=10)] = 3
     explain: Literal["at_risk", "all"] = "at_risk"
     """``at_risk`` explains red and orange customers only (TreeSHAP is costly); ``all`` everyone."""
-    actions: dict[str, str] = {
-        "inactivity": "Send a re-engagement message and offer a check-in call",
-        "narrow_use": "Offer training on the features they do not use yet",
-        "complaint": "Account manager calls to resolve the open complaint now",
-        "support": "Review open tickets with support and follow up personally",
-        "payment": "Ask the customer to update payment details",
-        "onboarding": "Book an onboarding session",
-        "value": "Review plan fit and pricing with the customer",
-        "other": "Review the account",
-    }
+    actions: dict[str, str] = ACTIONS
+    """Reason family → action; the action shown is the one of the first reason shown."""
+
+    @field_validator("actions")
+    @classmethod
+    def _every_family(cls, actions: dict[str, str]) -> dict[str, str]:
+        missing = sorted(set(ACTIONS) - set(actions))
+        unknown = sorted(set(actions) - set(ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown reason families {unknown}; allowed: {sorted(ACTIONS)}")
+        return ACTIONS | actions if missing else actions
+
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "owner",
+    "segment",
+    "plan",
+    "tier",
+    "churn_probability",
+    "change",
+    "previous_probability",
+    "monthly_value",
+    "revenue_at_risk",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "recommended_action",
+    "last_activity_at",
+    "escalated_by",
+)
 
 
 class ExportConfig(_Section):
     format: Literal["xlsx", "csv", "parquet"] = "xlsx"
     by: Literal["owner", "segment", "none"] = "owner"
     tiers: list[Literal["red", "orange", "green"]] = ["red", "orange"]
-    columns: list[str] = [
-        "customer_id",
-        "owner",
-        "segment",
-        "tier",
-        "churn_probability",
-        "change",
-        "revenue_at_risk",
-        "reasons",
-        "recommended_action",
-        "last_activity_at",
-    ]
-    """Only these columns leave the pipeline (personal-data minimisation)."""
+    columns: list[str] = list(EXPORT_COLUMNS)
+    """Only these columns leave the pipeline (personal-data minimisation). Scores columns, or
+    columns of the customers file (e.g. a contact e-mail) named in ``contact_columns``."""
+    contact_columns: list[str] = []
+    """Columns read from the customers file and joined by customer_id (e.g. contact_email);
+    list them in ``columns`` too, where they should appear."""
+    time_zone: str = "UTC"
+    """Dates (last activity) are written in this IANA zone, stated in the header."""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        from zoneinfo import available_timezones
+
+        if zone != "UTC" and zone not in available_timezones():
+            raise ValueError(
+                f"unknown time zone '{zone[:60]}'; use an IANA name such as Europe/Paris"
+            )
+        return zone
 
 
 class KpiConfig(_Section):

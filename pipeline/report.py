@@ -48,6 +48,7 @@ from pipeline.report_data import (
     group_quality,
     importance_from,
     kpi_window,
+    list_outcomes,
     margin_phrase,
     model_comparison,
     tier_counts,
@@ -75,6 +76,7 @@ __all__ = [
     "group_quality",
     "importance_from",
     "kpi_window",
+    "list_outcomes",
     "margin_phrase",
     "model_comparison",
     "render_report",
@@ -148,6 +150,7 @@ def run_backtest(
         label.horizon_days,
         features.onboarding_days,
         config.kpis.gross_margin,
+        data.customers.set_index("customer_id")["owner"],
     )
     log.info(
         "backtest: %d customer-dates on %d as_of dates (%s … %s)",

@@ -16,7 +16,7 @@ import pandas as pd
 from pipeline.config import FeatureConfig, LabelConfig, TierConfig, ValueConfig
 from pipeline.metrics import classification_metrics
 from pipeline.model import ModelBundle
-from pipeline.tiers import TIER_RANK, TIERS, assign_tiers, escalation_flags
+from pipeline.tiers import TIER_RANK, TIERS, escalation_flags, tier_policy
 
 log = logging.getLogger(__name__)
 
@@ -154,30 +154,87 @@ def backtest_tiers(
     horizon_days: int,
     onboarding_days: int,
     gross_margin: float = 1.0,
+    owners: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Calibrated probability and tier for each (customer, as_of) of ``backtest_frame``, as
-    scoring would have made them on that date (value, capacity and escalation per date).
+    scoring would have made them on that date: the card's tier policy per date, with value,
+    capacity per owner (``owners``: customer_id → owner), escalation, and hysteresis against the
+    previous date's tiers.
 
     Rows scoring would reject (see ``pipeline.score.reject_reasons``) are left out.
-    Returns customer_id, as_of, churned, the ``GROUP_COLUMNS`` present, churn_probability, tier.
+    Returns customer_id, as_of, churned, the ``GROUP_COLUMNS`` present, churn_probability, tier,
+    customer_value, escalated_by.
     """
-    from pipeline.score import customer_value, reject_reasons
+    from pipeline.score import customer_value, monthly_value, previous_tiers, reject_reasons
 
     rejected = reject_reasons(frame, bundle.features, onboarding_days).notna().to_numpy()
     if rejected.any():
         log.info("backtest: %d rows left out as scoring would reject them", rejected.sum())
     rows = frame[~rejected].reset_index(drop=True)
     p = bundle.predict(rows) if len(rows) else np.zeros(0)
-    tier = np.empty(len(rows), dtype=object)
+    policy = tier_policy(tiers, bundle.card.get("base_rate"))
+    tier, proposed = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
+    money, by = np.zeros(len(rows)), np.empty(len(rows), dtype=object)
+    before = None
     for _, index in rows.groupby("as_of", sort=True).indices.items():
         part = rows.iloc[index]
-        money = customer_value(part["mrr"].to_numpy(), p[index], value, horizon_days, gross_margin)
-        tier[index] = assign_tiers(p[index], tiers, money, escalation_flags(part, tiers))
+        money[index] = customer_value(
+            monthly_value(part, value), p[index], value, horizon_days, gross_margin
+        )
+        owner = part["customer_id"].map(owners) if owners is not None else None
+        result = policy.assign(
+            p[index],
+            money[index],
+            escalation_flags(part, tiers),
+            previous_tiers(part["customer_id"], before),
+            None if owner is None else owner.astype("str").to_numpy(dtype=object),
+        )
+        tier[index], proposed[index], by[index] = result.tier, result.proposed, result.escalated_by
+        before = pd.DataFrame(
+            {
+                "customer_id": part["customer_id"],
+                "tier": result.tier,
+                "tier_proposed": result.proposed,
+            }
+        )
     groups = [c for c in GROUP_COLUMNS if c in rows]
     out = rows[["customer_id", "as_of", "churned", *groups]].copy()
     out["churn_probability"] = p
     out["tier"] = pd.Series(tier, dtype="str")
+    out["customer_value"] = money
+    out["escalated_by"] = pd.Series(by, dtype="str")
+    if owners is not None:
+        out["owner"] = out["customer_id"].map(owners).astype("str")
     return out
+
+
+def list_outcomes(backtest: pd.DataFrame) -> dict[str, float]:
+    """What the listed (red + orange) customers catch over the backtest: rows per owner and
+    date (max), observed churn of the list, of red and of green ÷ the base rate, the share of
+    churners and of revenue at risk (p × value) the list covers."""
+    listed = backtest["tier"] != "green"
+    churned = backtest["churned"].to_numpy() == 1
+    rate = float(churned.mean()) if len(backtest) else float("nan")
+    at_risk = backtest["churn_probability"] * backtest["customer_value"]
+    lost = backtest["customer_value"].where(churned, 0.0)
+    per_owner = (
+        backtest[listed].groupby(["as_of", "owner"] if "owner" in backtest else ["as_of"]).size()
+    )
+    churn_of = lambda t: float(churned[backtest["tier"] == t].mean())  # noqa: E731
+    return {
+        "base_rate": rate,
+        "listed_per_owner_max": int(per_owner.max()) if len(per_owner) else 0,
+        "listed_churn_over_base": float(churned[listed].mean()) / rate,
+        "red_churn_over_green": churn_of("red") / churn_of("green"),
+        "churners_covered": float(churned[listed].sum() / max(churned.sum(), 1)),
+        "revenue_at_risk_covered": float(at_risk[listed].sum() / max(at_risk.sum(), 1e-12)),
+        "lost_revenue_covered": float(lost[listed].sum() / max(lost.sum(), 1e-12)),
+        "listed_below_base_rate_unescalated": int(
+            (
+                listed & (backtest["churn_probability"] < rate) & backtest["escalated_by"].isna()
+            ).sum()
+        ),
+    }
 
 
 def tier_counts(backtest: pd.DataFrame) -> pd.DataFrame:

@@ -39,7 +39,8 @@ from pipeline.config import (
     ValueConfig,
 )
 from pipeline.events import InputError, ValidatedData
-from pipeline.explain import explain, reference_values, upsell_candidates
+from pipeline.explain import explain, reference_values, signals_present, upsell_candidates
+from pipeline.export import previous_scores
 from pipeline.features import KEYS, build_features_for_grid, map_partitions
 from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
@@ -47,7 +48,7 @@ from pipeline.io import recover_dir, staged_dir, write_frame, write_json, write_
 from pipeline.labels import in_base, lookback_days
 from pipeline.model import ModelBundle
 from pipeline.schemas import FEATURES, SCORES, check
-from pipeline.tiers import assign_tiers, describe_policy, escalation_flags
+from pipeline.tiers import TIERS, escalation_flags, tier_policy
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,36 @@ def reject_reasons(
     return reason
 
 
+def monthly_value(frame: pd.DataFrame, value: ValueConfig) -> np.ndarray:
+    """Money per month per customer (see ``ValueConfig``): MRR; with ``monthly`` ``auto`` the
+    spend history where a customer has no MRR; with ``spend`` always the spend history."""
+    n = len(frame)
+    mrr = np.nan_to_num(frame["mrr"].to_numpy(np.float64)) if "mrr" in frame else np.zeros(n)
+    if value.monthly == "mrr":
+        return mrr
+    spend = annual_spend(frame) / 12.0
+    return spend if value.monthly == "spend" else np.where(mrr > 0, mrr, spend)
+
+
+def annual_spend(frame: pd.DataFrame) -> np.ndarray:
+    """Spend over a year: ``spend_365d`` (or ``spend_90d`` when the log has no year of spend
+    features), annualised over the customer's tenure when it is shorter than the window
+    (tenure counted as at least 30 days); 0 without spend features."""
+    n = len(frame)
+    column, window = next(
+        ((c, w) for c, w in (("spend_365d", 365.0), ("spend_90d", 90.0)) if c in frame),
+        (None, 365.0),
+    )
+    if column is None:
+        return np.zeros(n)
+    spend = np.nan_to_num(frame[column].to_numpy(np.float64))
+    tenure = (
+        frame["tenure_days"].to_numpy(np.float64) if "tenure_days" in frame else np.full(n, window)
+    )
+    observed = np.clip(np.nan_to_num(tenure, nan=window), 30.0, window)
+    return spend * 365.0 / observed
+
+
 def customer_value(
     mrr: np.ndarray,
     probability: np.ndarray,
@@ -202,11 +233,12 @@ def customer_value(
     horizon_days: int,
     gross_margin: float = 1.0,
 ) -> np.ndarray:
-    """Money at stake per customer, in the currency of ``mrr``.
+    """Money at stake per customer from their monthly value (``monthly_value``: MRR, or spend
+    history ÷ 12), in the currency of the log.
 
-    ``mrr_months``: MRR × ``value.months``. ``clv``: MRR × gross margin ÷ the base's monthly churn
-    rate, where the monthly rate comes from the mean calibrated probability over the horizon
-    (1 − (1 − p̄)^(months per horizon)⁻¹), capped at 120 months of lifetime.
+    ``mrr_months``: monthly value × ``value.months``. ``clv``: monthly value × gross margin ÷
+    the base's monthly churn rate, where the monthly rate comes from the mean calibrated
+    probability over the horizon (1 − (1 − p̄)^(months per horizon)⁻¹), capped at 120 months.
     """
     mrr = np.asarray(mrr, dtype=np.float64)
     if value.basis == "mrr_months":
@@ -215,6 +247,24 @@ def customer_value(
     p_bar = float(np.clip(np.mean(probability), 1e-6, 1 - 1e-6)) if len(probability) else 0.5
     monthly = 1.0 - (1.0 - p_bar) ** (1.0 / horizon_months)
     return mrr * gross_margin * min(1.0 / monthly, 120.0)
+
+
+def value_words(value: ValueConfig) -> str:
+    """What the value column means, for headers and summaries ('12 months')."""
+    return f"{value.months:g} months" if value.basis == "mrr_months" else "customer lifetime"
+
+
+def previous_tiers(
+    customer_id: pd.Series, previous: pd.DataFrame | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tier, proposed tier) of each customer at the previous run (None where not scored then),
+    from the previous run's scores (``tier_proposed`` falls back to ``tier`` for older runs)."""
+    if previous is None:
+        return None
+    keyed = previous.drop_duplicates("customer_id").set_index("customer_id")
+    proposed = keyed["tier_proposed"] if "tier_proposed" in keyed else keyed["tier"]
+    tier = customer_id.map(keyed["tier"]).astype(object).to_numpy()
+    return tier, customer_id.map(proposed).astype(object).to_numpy()
 
 
 def score_frame(
@@ -227,23 +277,71 @@ def score_frame(
     explain_all: bool = False,
     horizon_days: int = 90,
     gross_margin: float = 1.0,
+    previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Probability, tier, value, reasons and action for every row of ``base`` (pure).
 
     ``base`` holds the model's features (checked against the card: a missing feature or a dtype
     of another kind raises ``FeatureMismatchError``), ``customer_id``, ``as_of``, ``owner``,
-    ``segment`` and ``last_activity_at``. Reasons for red and orange rows, or all with
-    ``explain_all``; ``revenue_at_risk`` = ``expected_loss`` = probability × customer value.
-    ``escalated``: the tier was lifted by the escalation rule (the complaint is then reason 1).
+    ``segment`` and ``last_activity_at``. ``previous``: the previous run's scores (customer_id,
+    tier, tier_proposed, churn_probability) for hysteresis and ``previous_probability``.
+    Tiers from ``tier_policy`` (base rate: the card's ``base_rate``, else the mean probability);
+    reasons for red and orange rows, or all with ``explain_all``; ``revenue_at_risk`` =
+    ``expected_loss`` = probability × customer value. ``escalated_by`` says why escalation lifted
+    a tier (the complaint is then reason 1).
     """
-    names = bundle.features
     p = bundle.predict(base)
-    money = customer_value(base["mrr"].to_numpy(), p, value, horizon_days, gross_margin)
-    tier = assign_tiers(p, tiers, money, escalation_flags(base, tiers))
-    escalated = tier != assign_tiers(p, tiers, money)  # lifted by the escalation rule
-    references = reference_values(base, tier == "green", names)
+    monthly = monthly_value(base, value)
+    money = customer_value(monthly, p, value, horizon_days, gross_margin)
+    policy = tier_policy(tiers, bundle.card.get("base_rate"))
+    owner = base["owner"].astype("str").to_numpy(dtype=object)
+    flags = escalation_flags(base, tiers)
+    result = policy.assign(p, money, flags, previous_tiers(base["customer_id"], previous), owner)
+    tier = result.tier
+    out = base[["customer_id", "as_of"]].copy()
+    out["churn_probability"] = p
+    out["tier"] = pd.Series(tier, index=base.index, dtype="str")
+    out["tier_proposed"] = pd.Series(result.proposed, index=base.index, dtype="str")
+    out["escalated_by"] = pd.Series(result.escalated_by, index=base.index, dtype="str")
+    out["escalated"] = out["escalated_by"].notna()
+    base_rate = policy.rate(p)
+    references = reference_values(base, p < base_rate, bundle.features)
+    explained = _reasons(
+        base, bundle, tier, out["escalated"].to_numpy(), references, actions, top_k, explain_all
+    )
+    out = pd.concat([out, explained], axis=1)
+    out["monthly_value"] = monthly
+    out["customer_value"] = money
+    out["revenue_at_risk"] = p * money
+    out["expected_loss"] = p * money
+    out["previous_probability"] = _previous_probability(base["customer_id"], previous)
+    out["owner"] = base["owner"].astype("str")
+    out["segment"] = base["segment"].astype("str")
+    out["plan"] = (
+        base["plan"].astype("str")
+        if "plan" in base
+        else pd.Series(None, index=base.index, dtype="str")
+    )
+    out["last_activity_at"] = base["last_activity_at"]
+    out["upsell_candidate"] = upsell_candidates(base, tier, money, references)
+    upsell = out["upsell_candidate"] & out["recommended_action"].isna()
+    out.loc[upsell, "reason_family"] = "upsell"
+    out.loc[upsell, "recommended_action"] = (actions or ExplainConfig().actions).get("upsell")
+    out["model_version"] = str(bundle.card.get("model_version"))
+    out["base_rate"] = base_rate
+    out["horizon_days"] = horizon_days
+    out["value_basis"] = value_words(value)
+    out["tier_policy"] = policy.describe(base_rate)
+    return out.reset_index(drop=True)
+
+
+def _reasons(
+    base, bundle, tier, escalated, references, actions, top_k, explain_all
+) -> pd.DataFrame:
+    """Reasons and action for the rows someone will read (red and orange, or everyone)."""
+    names = bundle.features
     rows = np.ones(len(base), dtype=bool) if explain_all else tier != "green"
-    explained = explain(
+    return explain(
         base[rows],
         bundle.model.contributions(base[rows]) if rows.any() else np.zeros((0, len(names) + 1)),
         names,
@@ -252,22 +350,15 @@ def score_frame(
         top_k=top_k,
         escalated=escalated[rows],
         required=tier[rows] == "red",
+        present=signals_present(base, names),
     ).reindex(base.index)
-    out = base[["customer_id", "as_of"]].copy()
-    out["churn_probability"] = p
-    out["tier"] = pd.Series(tier, index=base.index, dtype="str")
-    out["escalated"] = escalated
-    out = pd.concat([out, explained], axis=1)
-    out["customer_value"] = money
-    out["revenue_at_risk"] = p * money
-    out["expected_loss"] = p * money
-    out["owner"] = base["owner"].astype("str")
-    out["segment"] = base["segment"].astype("str")
-    out["last_activity_at"] = base["last_activity_at"]
-    out["upsell_candidate"] = upsell_candidates(base, tier, money, references)
-    out["model_version"] = str(bundle.card.get("model_version"))
-    out["tier_policy"] = describe_policy(tiers)
-    return out.reset_index(drop=True)
+
+
+def _previous_probability(customer_id: pd.Series, previous: pd.DataFrame | None) -> pd.Series:
+    if previous is None or "churn_probability" not in previous:
+        return pd.Series(np.nan, index=customer_id.index)
+    keyed = previous.drop_duplicates("customer_id").set_index("customer_id")["churn_probability"]
+    return customer_id.map(keyed).astype(np.float64)
 
 
 def score_base(
@@ -278,8 +369,10 @@ def score_base(
     tiers: TierConfig,
     horizon_days: int,
     explain_all: bool = False,
+    previous: pd.DataFrame | None = None,
 ) -> ScoringResult:
-    """Rejects, scores and the reconciled summary for one base (pure apart from logging)."""
+    """Rejects, scores and the reconciled summary for one base (pure apart from logging).
+    ``previous``: the previous distinct as_of's scores, for the tier policy's hysteresis."""
     frame = base.features
     reasons = reject_reasons(frame, bundle.features, features.onboarding_days)
     bad = reasons.notna().to_numpy()
@@ -298,6 +391,7 @@ def score_base(
             explain_all=explain_all or config.explain.explain == "all",
             horizon_days=horizon_days,
             gross_margin=config.kpis.gross_margin,
+            previous=previous,
         )
     summary = summarise(
         scores, rejects.reset_index(drop=True), base.counts, bundle, tiers, base.as_of
@@ -339,7 +433,7 @@ def summarise(
             f" + {rejected} rejected"
         )
     by_tier = scores.groupby("tier", observed=True)
-    tier_counts = {t: int(by_tier.size().get(t, 0)) for t in ("red", "orange", "green")}
+    tier_counts = {t: int(by_tier.size().get(t, 0)) for t in reversed(TIERS)}
     at_risk = by_tier["revenue_at_risk"].sum()
     return {
         "as_of": str(pd.Timestamp(as_of).date()),
@@ -350,7 +444,13 @@ def summarise(
             "sha256": bundle.card.get("model_sha256"),
             "size": bundle.card.get("size"),
         },
-        "tier_policy": describe_policy(tiers),
+        "tier_policy": _policy_words(scores, tiers, bundle),
+        "base_rate": round(float(scores["base_rate"].iloc[0]), 6) if scored else None,
+        "escalated": int(scores["escalated_by"].notna().sum()) if scored else 0,
+        "listed_per_owner_max": int(scores[scores["tier"] != "green"].groupby("owner").size().max())
+        if (scores["tier"] != "green").any()
+        else 0,
+        "value_basis": scores["value_basis"].iloc[0] if scored else None,
         "customers": {**counts, "scored": scored, "rejected": rejected, "reconciled": True},
         "reject_reasons": {str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
         "tiers": tier_counts,
@@ -367,6 +467,13 @@ def summarise(
         if scored
         else None,
     }
+
+
+def _policy_words(scores: pd.DataFrame, tiers: TierConfig, bundle: ModelBundle) -> str:
+    """The policy in words as the scores state it (with their base rate), or from the config."""
+    if len(scores):
+        return str(scores["tier_policy"].iloc[0])
+    return tier_policy(tiers, bundle.card.get("base_rate")).describe()
 
 
 def _warn_unknown_categories(frame: pd.DataFrame, bundle: ModelBundle) -> None:
@@ -558,12 +665,13 @@ def run_scoring(
     feature_cfg, label_cfg, tier_cfg = model_settings(bundle.card, config, tiers_from_config)
     base = build_base(data, stamp, feature_cfg, label_cfg)
     check(base.features, FEATURES, "scoring features")
+    output_dir = paths.output_dir(config)
+    previous, _ = previous_scores(paths.history_dir(output_dir), stamp)
     result = score_base(
-        base, bundle, config, feature_cfg, tier_cfg, label_cfg.horizon_days, explain_all
+        base, bundle, config, feature_cfg, tier_cfg, label_cfg.horizon_days, explain_all, previous
     )
     result.summary["model"]["source"] = source
     check(result.scores, SCORES, "scores")
-    output_dir = paths.output_dir(config)
     if out is None:
         files = publish_run(result, output_dir)
     else:

@@ -33,6 +33,7 @@ from pipeline.features import KEYS, feature_columns
 from pipeline.io import write_frame, write_json
 from pipeline.metrics import classification_metrics, tier_table
 from pipeline.model import ChurnModel, ModelBundle, ProbabilityCalibrator, dtype_kind
+from pipeline.score import monthly_value
 from pipeline.tiers import assign_tiers, describe_policy, escalation_flags
 
 log = logging.getLogger(__name__)
@@ -258,8 +259,10 @@ def run_training(
     predictions["tier"] = assign_tiers(
         p_test,
         config.tiers,
-        test["mrr"].to_numpy() * config.value.months,
+        monthly_value(test, config.value) * config.value.months,
         escalation_flags(test, config.tiers),
+        owner=test["customer_id"].map(data.customers.set_index("customer_id")["owner"]).to_numpy(),
+        base_rate=float(training.part("train")[LABEL].mean()),
     )
     for name, score in baselines.items():
         predictions[f"{name}_score"] = score

@@ -60,7 +60,10 @@ def test_the_minimal_example_config_parses_with_defaults(tmp_path: Path) -> None
     assert config.features == FeatureConfig()
     assert config.dataset.frequency == "monthly"
     assert config.tiers == TierConfig()
-    assert (config.tiers.red_threshold, config.tiers.orange_threshold) == (0.5, 0.2)
+    assert (config.tiers.policy, config.tiers.relative_capacity.red_per_owner) == (
+        "relative_capacity",
+        10,
+    )
 
 
 def test_the_demo_config_parses() -> None:
@@ -135,7 +138,7 @@ def test_lifecycle_stages_out_of_order_are_an_error() -> None:
 
 def test_tier_thresholds_out_of_order_are_an_error() -> None:
     with pytest.raises(ConfigError, match=r"orange_threshold \(0\.5\) must be below red_threshold"):
-        parse_config(minimal(tiers={"orange_threshold": 0.5, "red_threshold": 0.5}))
+        parse_config(minimal(tiers={"thresholds": {"orange_threshold": 0.5, "red_threshold": 0.5}}))
 
 
 def test_a_top_level_list_is_an_error() -> None:

@@ -15,14 +15,22 @@ from pipeline.config import ExportConfig
 from pipeline.export import (
     at_risk_list,
     change_vs_previous,
-    excel_safe,
     export_lists,
+    left_the_list,
     previous_scores,
 )
 
 pytestmark = pytest.mark.data
 
 COLUMNS = ["customer_id", "owner", "tier", "change", "revenue_at_risk", "last_activity_at"]
+HEADERS = [
+    "customer",
+    "owner",
+    "tier",
+    "change since last run",
+    "revenue at risk (12 months)",
+    "last activity (UTC)",
+]
 
 
 def scores_frame() -> pd.DataFrame:
@@ -64,21 +72,33 @@ def test_change_compares_tiers_with_the_previous_run() -> None:
     assert list(change_vs_previous(current, None)) == ["new"] * 5
 
 
-def test_the_list_holds_red_and_orange_sorted_by_expected_loss() -> None:
+def test_the_list_holds_red_first_then_orange_each_sorted_by_expected_loss() -> None:
     listed = at_risk_list(scores_frame(), ["red", "orange"], COLUMNS, None)
-    assert list(listed["customer_id"]) == ["b", "f", "a", "e", "c"]  # 300, 210, 90, 10, 6
+    assert list(listed["customer_id"]) == ["f", "a", "c", "b", "e"]  # 210, 90, 6 | 300, 10
+
+
+def test_left_the_list_says_churned_saved_or_de_escalated() -> None:
+    scores = scores_frame().assign(base_rate=0.2)  # d: green at p 0.05; e: orange
+    previous = pd.DataFrame(
+        {
+            "customer_id": ["d", "gone", "b", "x"],
+            "tier": ["red", "orange", "orange", "green"],
+            "churn_probability": [0.6, 0.5, 0.4, 0.9],
+            "owner": ["bob", "ann", "bob", "ann"],
+        }
+    )
+    scores.loc[scores["customer_id"] == "b", "tier"] = "green"  # still at 0.3 ≥ base rate
+    left = left_the_list(scores, previous, ["red", "orange"], 0.2)
+    assert left[["customer_id", "why"]].to_dict("records") == [
+        {"customer_id": "gone", "why": "churned"},
+        {"customer_id": "b", "why": "de-escalated"},
+        {"customer_id": "d", "why": "saved"},
+    ]
 
 
 def test_an_unknown_configured_column_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"export.columns \['phone'\] are not in the scores"):
         at_risk_list(scores_frame(), ["red"], ["customer_id", "phone"], None)
-
-
-def test_excel_safe_makes_time_zone_aware_datetimes_naive_utc() -> None:
-    frame = pd.DataFrame({"t": pd.to_datetime(["2025-05-30 12:00"]).tz_localize("Europe/Paris")})
-    out = excel_safe(frame)
-    assert out["t"].dt.tz is None
-    assert out.loc[0, "t"] == pd.Timestamp("2025-05-30 10:00")
 
 
 def test_the_workbook_has_one_sheet_per_owner_a_summary_and_only_configured_columns(
@@ -89,14 +109,14 @@ def test_the_workbook_has_one_sheet_per_owner_a_summary_and_only_configured_colu
     assert folder == tmp_path / "at_risk_2025-06-01"
     assert sorted(p.name for p in folder.iterdir()) == ["at_risk_2025-06-01.xlsx", "manifest.json"]
     book = openpyxl.load_workbook(folder / "at_risk_2025-06-01.xlsx")
-    assert book.sheetnames == ["summary", "ann", "bob", "bob_x"]
+    assert book.sheetnames == ["summary", "ann", "bob", "bob_x", "new this week", "left the list"]
     for name in ("ann", "bob", "bob_x"):
         sheet = book[name]
-        assert [c.value for c in sheet[1]] == COLUMNS
+        assert [c.value for c in sheet[1]] == HEADERS
         assert sheet.freeze_panes == "A2"
         assert sheet.auto_filter.ref.startswith("A1:F")
     ann = [row[0] for row in book["ann"].iter_rows(min_row=2, values_only=True)]
-    assert ann == ["a", "e", "c"]
+    assert ann == ["a", "c", "e"]
     summary = list(book["summary"].iter_rows(min_row=1, max_row=5, values_only=True))
     assert summary[0] == (
         "owner",
@@ -104,11 +124,15 @@ def test_the_workbook_has_one_sheet_per_owner_a_summary_and_only_configured_colu
         "orange",
         "green",
         "listed",
-        "revenue_at_risk",
-        "expected_loss",
+        "revenue at risk (12 months)",
+        "expected loss (12 months)",
+        "new",
+        "escalated",
+        "de-escalated",
+        "left the list",
     )
-    assert summary[1] == ("ann", 2, 1, 0, 3, 106.0, 106.0)
-    assert summary[4] == ("total", 3, 2, 1, 5, 616.0, 616.0)
+    assert summary[1] == ("ann", 2, 1, 0, 3, 106.0, 106.0, 3, 0, 0, 0)
+    assert summary[4] == ("total", 3, 2, 1, 5, 616.0, 616.0, 5, 0, 0, 0)
     on_disk = json.loads((folder / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["counts"]["per_tier"] == {"red": 3, "orange": 2}
@@ -120,10 +144,18 @@ def test_csv_export_writes_one_file_per_owner_with_configured_columns(tmp_path: 
     config = ExportConfig(columns=COLUMNS, format="csv")
     folder, _ = export_lists(scores_frame(), config, tmp_path)
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["ann.csv", "bob.csv", "bob_x.csv", "manifest.json", "summary.csv"]
+    assert names == [
+        "ann.csv",
+        "bob.csv",
+        "bob_x.csv",
+        "left_the_list.csv",
+        "manifest.json",
+        "new_this_week.csv",
+        "summary.csv",
+    ]
     ann = pd.read_csv(folder / "ann.csv")
-    assert list(ann.columns) == COLUMNS
-    assert list(ann["last_activity_at"]) == ["2025-05-30 10:00:00"] * 3
+    assert list(ann.columns) == HEADERS
+    assert list(ann["last activity (UTC)"]) == ["2025-05-30"] * 3
 
 
 def test_the_same_scores_export_to_identical_bytes(tmp_path: Path) -> None:
@@ -162,5 +194,5 @@ def test_the_previous_run_is_the_latest_earlier_as_of(tmp_path: Path) -> None:
 def test_upsell_candidates_get_their_own_list_only_when_asked(tmp_path: Path) -> None:
     config = ExportConfig(columns=COLUMNS, format="csv")
     folder, manifest = export_lists(scores_frame(), config, tmp_path, upsell=True)
-    assert list(pd.read_csv(folder / "upsell_candidates.csv")["customer_id"]) == ["d"]
+    assert list(pd.read_csv(folder / "upsell_candidates.csv")["customer"]) == ["d"]
     assert manifest["counts"]["per_part"]["upsell_candidates"] == 1

@@ -153,8 +153,10 @@ def test_a_feature_of_another_dtype_kind_is_an_error(bundle: ModelBundle) -> Non
 def test_every_red_customer_has_a_reason_and_an_action(bundle: ModelBundle) -> None:
     days = [1.0, 2.0, 5.0, 35.0, 45.0, 59.0, 3.0]
     frame = base_frame(days, complaints=[0, 0, 0, 0, 0, 0, 1])
-    policy = TierConfig(red_threshold=0.5, orange_threshold=0.2)
-    scores = score_frame(frame, bundle, policy, config(Path(".")).value)
+    policy = TierConfig(policy="thresholds")  # red ≥ 0.5, orange ≥ 0.2
+    # a training base rate of 1 %: the complaint of a customer at ~5 % risk escalates
+    rated = ModelBundle(bundle.model, bundle.calibrator, {**bundle.card, "base_rate": 0.01})
+    scores = score_frame(frame, rated, policy, config(Path(".")).value)
     assert list(scores["tier"]) == ["green", "green", "green", "red", "red", "red", "orange"]
     red = scores[scores["tier"] == "red"]
     assert red["reason_1_sentence"].notna().all() and red["recommended_action"].notna().all()
@@ -162,7 +164,8 @@ def test_every_red_customer_has_a_reason_and_an_action(bundle: ModelBundle) -> N
     assert scores["reason_1_sentence"].iloc[3].startswith("no login for 35 days")
     escalated = scores.iloc[6]
     assert escalated["escalated"] and escalated["reason_1_feature"] == "serious_complaints_30d"
-    assert escalated["recommended_action"].startswith("Account manager calls")
+    assert escalated["escalated_by"] == "serious complaint in the last 30 days"
+    assert escalated["recommended_action"] == "Call now to resolve the complaint"
     assert scores.loc[scores["tier"] == "green", "reasons"].isna().all()
     np.testing.assert_allclose(scores["revenue_at_risk"], scores["churn_probability"] * 1200.0)
 
