@@ -52,7 +52,7 @@ kpis: setup ## Retention KPIs (CRR, churn rate, NDR, CLV, cohorts)
 report: setup ## Self-contained HTML report of the latest runs
 	$(BIN)/churn report --config $(CONFIG)
 
-run: setup ## The daily job: score, export, monitor, report into outputs/runs/<as_of>/ (AS_OF=YYYY-MM-DD)
+run: setup ## The daily job: score, export, monitor, report into outputs/<project>/runs/<as_of>/ (AS_OF=YYYY-MM-DD)
 	$(BIN)/churn run --config $(CONFIG) $(if $(AS_OF),--as-of $(AS_OF)) $(if $(FAIL_ON_ALERT),--fail-on-alert)
 
 test: setup ## Set up, then run the whole test suite

@@ -33,7 +33,10 @@ import numpy as np
 log = logging.getLogger("pipeline.bench_scoring")
 
 TARGET_SCORE_S = 10.0
-TARGET_REASON_MS = 0.2
+TARGET_REASON_MS = 0.1
+EXPLAIN_ROWS = 20_000
+"""Reasons are timed on this many highest-risk rows, whatever the tier policy lists: a
+per-owner capacity lists a few hundred, where fixed costs would dominate the figure."""
 
 
 def _rss_mb() -> float:
@@ -49,7 +52,7 @@ def worker(config_path: Path, models_dir: Path, n_rows: int, result: Path) -> No
     from pipeline.events import load_inputs
     from pipeline.explain import explain, reference_values
     from pipeline.model import ModelBundle
-    from pipeline.score import build_base, customer_value, model_settings
+    from pipeline.score import build_base, customer_value, model_settings, monthly_value
     from pipeline.tiers import assign_tiers, escalation_flags
 
     config = load_config(config_path)
@@ -63,10 +66,14 @@ def worker(config_path: Path, models_dir: Path, n_rows: int, result: Path) -> No
     rss_before = _rss_mb()
     start, cpu = time.perf_counter(), time.process_time()
     p = bundle.predict(frame)
-    value = customer_value(frame["mrr"].to_numpy(), p, config.value, label_cfg.horizon_days)
-    tier = assign_tiers(p, tiers, value, escalation_flags(frame, tiers))
+    monthly = monthly_value(frame, config.value)
+    value = customer_value(monthly, p, config.value, label_cfg.horizon_days)
+    owner = frame["owner"].astype("str").to_numpy(dtype=object)
+    flags = escalation_flags(frame, tiers)
+    tier = assign_tiers(p, tiers, value, flags, owner, bundle.card.get("base_rate"))
     score_s, score_cpu = time.perf_counter() - start, time.process_time() - cpu
-    at_risk = frame[tier != "green"]
+    explained = np.sort(np.argsort(-p, kind="stable")[:EXPLAIN_ROWS])
+    at_risk = frame.iloc[explained]
     refs = reference_values(frame, tier == "green", bundle.features)
     start, cpu = time.perf_counter(), time.process_time()
     contributions = bundle.model.contributions(at_risk)
@@ -79,7 +86,7 @@ def worker(config_path: Path, models_dir: Path, n_rows: int, result: Path) -> No
         refs,
         config.explain.actions,
         top_k=config.explain.top_k,
-        required=tier[tier != "green"] == "red",
+        required=tier[explained] == "red",
     )
     words_s, words_cpu = time.perf_counter() - start, time.process_time() - cpu
     n_explained = len(at_risk)
@@ -108,7 +115,7 @@ def worker(config_path: Path, models_dir: Path, n_rows: int, result: Path) -> No
         "reasons_target_ms": TARGET_REASON_MS,
         "reasons_ok": reason_ms <= TARGET_REASON_MS,
         "red_without_reason": int(
-            (reasons["reason_1_sentence"].isna() & (tier[tier != "green"] == "red")).sum()
+            (reasons["reason_1_sentence"].isna() & (tier[explained] == "red")).sum()
         ),
         "peak_rss_mb_before_scoring": round(rss_before, 1),
         "peak_rss_mb": round(_rss_mb(), 1),

@@ -329,7 +329,10 @@ def score(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Scores file (.parquet); default: <output_dir>/scores/scores.parquet."),
+        typer.Option(
+            help="Scores file (.parquet); default: a run folder <output_dir>/scores/<as_of>/"
+            " published as a set, named by <output_dir>/scores/LATEST."
+        ),
     ] = None,
     explain_all: Annotated[
         bool, typer.Option("--explain-all", help="Reasons for every customer, not only at risk.")
@@ -388,7 +391,7 @@ def export(
     config: ConfigOption = DEFAULT_CONFIG,
     scores: Annotated[
         Path | None,
-        typer.Option(help="Scores file; default: <output_dir>/scores/scores.parquet."),
+        typer.Option(help="Scores file; default: the latest run named by <output_dir>/scores/LATEST."),
     ] = None,
     format_: Annotated[
         str | None, typer.Option("--format", help="xlsx, csv or parquet; default: export.format.")

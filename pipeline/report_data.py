@@ -86,7 +86,7 @@ class ReportInputs:
     predictions: pd.DataFrame | None = None
     backtest: pd.DataFrame | None = None
     scores: pd.DataFrame | None = None
-    scores_path: Path = Path("outputs/scores/scores.parquet")
+    scores_path: Path = Path("outputs/demo/scores/LATEST")
     config_path: str = "configs/demo.yaml"
     top: int = TOP_AT_RISK
     monitor: dict | None = None
