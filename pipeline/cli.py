@@ -391,7 +391,7 @@ def export(
     config: ConfigOption = DEFAULT_CONFIG,
     scores: Annotated[
         Path | None,
-        typer.Option(help="Scores file; default: the latest run named by <output_dir>/scores/LATEST."),
+        typer.Option(help="Scores file; default: the run named by <output_dir>/scores/LATEST."),
     ] = None,
     format_: Annotated[
         str | None, typer.Option("--format", help="xlsx, csv or parquet; default: export.format.")
