@@ -66,7 +66,9 @@ def _fail(message: str, code: int = 2) -> None:
 
     from pipeline.contract import cap
 
-    console.print(f"[bold red]error:[/] {escape(cap(message, 4000))}", highlight=False)
+    console.print(
+        f"[bold red]error:[/] {escape(cap(message, 4000))}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 

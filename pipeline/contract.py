@@ -172,7 +172,13 @@ def _check_parquet(path: Path, label: str) -> None:
         handle.seek(max(size - 4, 0))
         tail = handle.read(4)
     if head != b"PAR1" or tail != b"PAR1" or size < 12:
-        kind = "looks like text (CSV?)" if _is_text(head) else "is damaged or not Parquet"
+        kind = (
+            "is damaged (truncated or overwritten)"
+            if head == b"PAR1"
+            else "looks like text (CSV?)"
+            if _is_text(head)
+            else "is damaged or not Parquet"
+        )
         raise InputError(
             f"{label} is not a Parquet file: it {kind}; write it again as Parquet, or name it"
             " .csv if it is CSV"
@@ -212,9 +218,13 @@ def _raw_file_sql(
     quoted = sql_literal(literal_path(path))
     if path.suffix.lower() == ".csv":
         _, delim = _csv_header(path, label, delimiter)
+        # No sniffing: the header we parsed gives the columns, so a ragged or non-UTF-8 row
+        # is an error naming its line wherever it is (the sniffer reads the first 20,480
+        # rows and, meeting one there, fails with a message about the dialect instead).
+        columns = ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in names)
         read = (
-            f"read_csv({quoted}, header = true, all_varchar = true, delim = {sql_literal(delim)},"
-            " quote = '\"', escape = '\"', strict_mode = true)"
+            f"read_csv({quoted}, header = true, auto_detect = false, delim = {sql_literal(delim)},"
+            f" quote = '\"', escape = '\"', strict_mode = true, columns = {{{columns}}})"
         )
         return f"(SELECT *, row_number() OVER () AS {ROW} FROM {read})", ROW, 0, delim
     _check_parquet(path, label)

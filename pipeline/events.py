@@ -918,7 +918,7 @@ def load_and_validate(
         events_in=int(n_valid + len(event_rejects)),
         events_valid=int(n_valid),
         event_rejects=_counts(event_rejects),
-        unknown_event_types={str(k): int(v) for k, v in unknown.items()},
+        unknown_event_types={cap(k): int(v) for k, v in unknown.items()},
         naive_timestamps=n_naive,
         customers_in=int(len(customers_df) + len(customer_rejects)),
         customers_valid=len(customers_df),
