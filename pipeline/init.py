@@ -38,9 +38,9 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "customer_id": ("customer_id", "user_id", "userid", "client_id", "account_id",
                         "member_id", "cust_id", "customer", "user", "uid", "id"),
         "occurred_at": ("occurred_at", "ts", "timestamp", "event_time", "event_timestamp",
-                        "time", "datetime", "date", "event_date", "created_at", "at"),
+                        "time", "datetime", "date", "event_date", "created_at", "when", "at"),
         "event_type": ("event_type", "action", "event", "event_name", "type", "activity",
-                       "kind", "name"),
+                       "kind", "name", "what"),
         "feature": ("feature", "product_area", "feature_name", "area", "module", "page",
                     "screen", "component"),
         "amount": ("amount", "value", "revenue", "price", "total", "sum"),
@@ -65,7 +65,7 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
 
 FAMILY_RULES: tuple[tuple[str, str], ...] = (
     ("payment_failed", r"(fail|declin|dunning|bounced|chargeback)"),
-    ("login", r"(log_?in|sign_?in|logon|session_start)"),
+    ("login", r"(log_?in|logged_?in|sign_?in|signed_?in|logon|session_start)"),
     ("complaint", r"complain"),
     ("support_ticket", r"(ticket|support|help_request|case_open)"),
     ("purchase", r"(purchase|order|checkout|buy)"),

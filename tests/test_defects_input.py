@@ -317,7 +317,10 @@ def test_a_full_or_read_only_disk_exits_2_naming_the_file_and_the_fix(
     [
         (b"", "is empty (0 bytes)"),
         (b"customer_id,occurred_at\nc1,2025-01-01\n", "is not a Parquet file: it looks like text"),
-        (b"PAR1\x00\x01\x02garbage", "is not a Parquet file: it is damaged (truncated or overwritten)"),
+        (
+            b"PAR1\x00\x01\x02garbage",
+            "is not a Parquet file: it is damaged (truncated or overwritten)",
+        ),
     ],
 )
 def test_an_empty_corrupt_or_misnamed_parquet_exits_2_naming_it(
