@@ -18,7 +18,6 @@ import csv
 import hashlib
 import logging
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -291,7 +290,7 @@ def open_source(
         row_col, offset, delim = ROW, 0, None
     else:
         path = Path(source)
-        label = f"{name} file '{path}'"
+        label = f"{name} file '{cap(path)}'"
         if not path.exists():
             raise InputError(f"{label} does not exist; check data.{name} in the config")
         if path.is_dir():
@@ -496,10 +495,3 @@ def copy_columns(frame: pd.DataFrame, extras: dict[str, str], reserved: set[str]
         taken.add(safe.lower())
         names[internal] = safe
     return frame.rename(columns=names)
-
-
-def remove_links() -> None:
-    """Remove the literal-path links (tests; the process removes them at exit anyway)."""
-    for tmp in _LINKS.values():
-        shutil.rmtree(tmp.name, ignore_errors=True)
-    _LINKS.clear()

@@ -95,8 +95,8 @@ class ValidationReport:
     customer_rejects: dict[str, int] = field(default_factory=dict)
     customers_without_events: int = 0
     signup_after_first_event: int = 0
-    """Customers whose signup_at was after their first valid event: signup_at was moved to
-    that event (they stay in the base, counted here and logged)."""
+    """Customers whose signup_at comes after their first valid event (flagged: counted here,
+    named in the log; they are outside the base before signup_at)."""
     observed_until: pd.Timestamp | None = None
     rejects_files: list[str] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)
@@ -905,7 +905,7 @@ def load_and_validate(
         formats=formats,
         found=found,
     )
-    customers_df, moved = _signups_at_first_event(con, customers_df, scan.first_events)
+    late_signups = _signups_after_first_event(con, scan.first_events)
     n_valid, last_us = scan.rows, scan.last_us
     without = len(customers_df) - scan.customers
     if observed_until is None:
@@ -924,46 +924,35 @@ def load_and_validate(
         customers_valid=len(customers_df),
         customer_rejects=_counts(customer_rejects),
         customers_without_events=int(without),
-        signup_after_first_event=moved,
+        signup_after_first_event=len(late_signups),
         observed_until=pd.Timestamp(observed_until),
         formats=found,
     )
     if rejects_dir is not None:
         report.rejects_files = _write_rejects(rejects_dir, event_rejects, customer_rejects)
-    _log_report(report, events)
+    _log_report(report, events, late_signups)
     _check_share(report, max_reject_share, events, customers)
     return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, store)
 
 
-def _signups_at_first_event(
-    con: duckdb.DuckDBPyConnection, customers: pd.DataFrame, first_events: pd.DataFrame | None
-) -> tuple[pd.DataFrame, int]:
-    """Move signup_at to the first valid event where that event came earlier.
+def _signups_after_first_event(
+    con: duckdb.DuckDBPyConnection, first_events: pd.DataFrame | None
+) -> list[str]:
+    """Ids of customers whose signup_at comes after their own first valid event.
 
-    A signup after the customer's own first event is a data error (a re-signup, a migrated
-    account); left as is, the customer would be missing from the base for dates in between.
-    The customer stays, signup_at becomes the first event, and the count is reported.
-    """
+    Such a customer (a re-signup, a migrated account, a typo) is outside the base for every
+    as_of before signup_at although the log shows activity then: counted and named in the log
+    (flagged, not changed) so that the user can check signup_at."""
     if first_events is None or first_events.empty:
-        return customers, 0
+        return []
     con.register("_first_event_frame", first_events)
-    moves = con.execute("""
-        SELECT k.customer_id, make_timestamp(f.ts) AS first_at
-        FROM _first_event_frame f JOIN customer_codes k USING (code)
+    rows = con.execute("""
+        SELECT k.customer_id FROM _first_event_frame f JOIN customer_codes k USING (code)
         JOIN customers c USING (customer_id) WHERE c.signup_at > make_timestamp(f.ts)
-    """).df()
+        ORDER BY 1
+    """).fetchall()
     con.unregister("_first_event_frame")
-    if moves.empty:
-        return customers, 0
-    con.register("_signup_move_frame", moves)
-    con.execute("""
-        UPDATE customers SET signup_at = m.first_at FROM _signup_move_frame m
-        WHERE customers.customer_id = m.customer_id
-    """)
-    con.unregister("_signup_move_frame")
-    first = customers["customer_id"].map(moves.set_index("customer_id")["first_at"])
-    customers = customers.assign(signup_at=first.where(first.notna(), customers["signup_at"]))
-    return customers.astype({"signup_at": "datetime64[us]"}), len(moves)
+    return [r[0] for r in rows]
 
 
 def _utc_now() -> pd.Timestamp:
@@ -986,16 +975,22 @@ def _write_rejects(
     return written
 
 
-def _log_report(report: ValidationReport, events: Path | pd.DataFrame | None = None) -> None:
+def _log_report(
+    report: ValidationReport,
+    events: Path | pd.DataFrame | None = None,
+    late_signups: list[str] = (),
+) -> None:
     if report.events_in == 0:
         where = f"events file '{cap(events)}'" if isinstance(events, Path | str) else "events"
         log.warning("%s: no events (a header without rows); check data.events", where)
     for column, found in report.formats.items():
         log.info("%s: numbers read with %s (set data.decimal / data.thousands)", column, found)
-    if report.signup_after_first_event:
+    if late_signups:
         log.warning(
-            "%d customers signed up after their first event: signup_at moved to that event",
-            report.signup_after_first_event,
+            "%d customers have events before their signup_at (e.g. %s): they are outside the"
+            " base before signup_at; check signup_at in the customers file",
+            len(late_signups),
+            [cap(c, 40) for c in late_signups[:5]],
         )
     log.info(
         "events: %d read, %d valid, %d rejected %s",

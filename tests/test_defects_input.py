@@ -259,23 +259,20 @@ def test_a_signup_in_year_9999_is_rejected_as_in_the_future_and_counted(tmp_path
     assert report["event_rejects"] == {"customer_id not in customers table": 1}
 
 
-def test_a_signup_after_the_first_event_moves_to_it_and_is_counted(event_types) -> None:
-    from pipeline.events import load_and_validate
-
+def test_a_signup_after_the_first_event_is_flagged_counted_and_named(
+    tmp_path: Path,
+) -> None:
     customers = CUSTOMERS.copy()
     customers.loc[0, "signup_at"] = "2025-01-03T00:00:00"
-    data = load_and_validate(
-        EVENTS, customers, event_types, observed_until=pd.Timestamp("2025-03-01")
+    e = write(EVENTS, tmp_path / "events.csv")
+    config = config_file(tmp_path, e, write(customers, tmp_path / "customers.csv"))
+    result = run("validate", "--config", config)
+    assert "1 customers have events before their signup_at (e.g. ['c1'])" in " ".join(
+        result.output.split()
     )
-    assert data.report.signup_after_first_event == 1
-    assert data.report.customers_valid == 2
-    first = data.customers.set_index("customer_id")["signup_at"]
-    assert first.to_dict() == {
-        "c1": pd.Timestamp("2025-01-02 10:00"),
-        "c2": pd.Timestamp("2024-07-01"),
-    }
-    stored = data.con.execute("SELECT signup_at FROM customers WHERE customer_id = 'c1'").fetchall()
-    assert stored[0][0] == pd.Timestamp("2025-01-02 10:00")
+    report = validated(config)
+    assert report["signup_after_first_event"] == 1
+    assert (report["customers_valid"], report["events_valid"]) == (2, 3)
 
 
 # --- 9. tracebacks become messages -------------------------------------------------------------
