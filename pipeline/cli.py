@@ -500,8 +500,11 @@ def init(
         found = guess(events, customers)
         text = render(found, events, customers, project=out.stem)
         write_atomic(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        check_headers(load_config(out))
     _log_guess(found, out)
+    try:
+        check_headers(load_config(out))
+    except (ConfigError, ValueError) as error:  # InputError is a ValueError
+        _fail(f"wrote '{out}', but it needs a fix before `churn validate`: {error}")
 
 
 def _log_guess(found: Guess, out: Path) -> None:

@@ -150,3 +150,18 @@ def test_init_on_a_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert f"events file '{tmp_path / 'nope.csv'}' does not exist" in result.output
+
+
+def test_init_says_which_column_it_could_not_find_and_keeps_the_config(tmp_path: Path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("uid,when,zzz\nc1,2025-01-02,login\n")
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,created\nc1,2024-01-01\n")
+    out = tmp_path / "x.yaml"
+    args = ["init", "--events", str(events), "--customers", str(customers), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "no column found for event_type; set columns.events.event_type" in result.output
+    assert f"wrote '{out}', but it needs a fix" in " ".join(result.output.split())
+    assert "missing required column(s) ['event_type']" in " ".join(result.output.split())
+    assert out.exists()
