@@ -290,10 +290,11 @@ def validate_customers(
     """Valid customers and rejected customer rows (with ``reason``).
 
     Creates the DuckDB table ``customers`` with the valid rows. Reasons: missing customer_id,
-    duplicate customer_id, missing, unparseable, absurd (before 1900) or future (at or after
-    ``not_after``) signup_at, unparseable churned_at, churned_at before signup_at, unparseable,
-    negative, non-finite or absurd (above ``MAX_MONEY``) mrr. The file's other columns travel
-    in the returned frame under their own names (``contract.copy_columns``).
+    duplicate customer_id, missing, unparseable, absurd (before 1900) or future (after
+    ``not_after``, the wall clock when loading) signup_at, unparseable churned_at, churned_at
+    before signup_at, unparseable, negative, non-finite or absurd (above ``MAX_MONEY``) mrr.
+    The file's other columns travel in the returned frame under their own names
+    (``contract.copy_columns``).
     """
     formats = formats or Formats()
     src = open_source(con, source, "customers", mapping, formats, keep_extras=True)
@@ -353,12 +354,7 @@ def _check_customers(
 ) -> None:
     """``customers_checked``: the staged rows with a ``reason`` (NULL when valid)."""
     bound = _timestamp_literal(not_after)
-    future = (
-        f"WHEN signup_at >= {bound} THEN 'signup_at in the future (at or after '"
-        f" || CAST({bound} AS VARCHAR) || ')'"
-        if not_after is not None
-        else ""
-    )
+    future = f"WHEN signup_at > {bound} THEN 'signup_at in the future'" if not_after else ""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE customers_checked AS
         SELECT *, CASE
@@ -891,7 +887,12 @@ def load_and_validate(
     not_after = pd.Timestamp(observed_until) if observed_until is not None else _utc_now()
     found: dict[str, str] = {}
     customers_df, customer_rejects = validate_customers(
-        con, customers, mapping=columns.customers, formats=formats, not_after=not_after, found=found
+        con,
+        customers,
+        mapping=columns.customers,
+        formats=formats,
+        not_after=_utc_now(),
+        found=found,
     )
     store = tempfile.TemporaryDirectory(prefix="churn-events-")
     event_rejects, unknown, n_naive, scan = validate_events(
