@@ -162,9 +162,18 @@ def test_a_user_column_named_like_an_internal_one_shadows_nothing(
         config = setup(tmp_path, EVENTS.assign(**{column: 1}), suffix)
         assert "start with '__churn_'" in failed("validate", "--config", config)
         return
-    config = setup(tmp_path, EVENTS.assign(**{column: 7}), suffix)
+    # a constant user column beside an exact repeat: before, the repeat's row number (the
+    # user's 7) took every row out of the events view while all were reported valid
+    events = pd.concat([EVENTS, EVENTS.iloc[:1]], ignore_index=True).assign(**{column: 7})
+    config = setup(tmp_path, events, suffix)
     report = validated(config)
-    assert (report["events_in"], report["events_valid"]) == (3, 3)
+    assert (report["events_in"], report["events_valid"], report["events_rejected"]) == (4, 3, 1)
+    from pipeline.config import load_config
+    from pipeline.events import load_inputs
+
+    data = load_inputs(load_config(config))
+    assert data.con.execute("SELECT count(*) FROM events").fetchall() == [(3,)]
+    assert data.event_rejects["row"].tolist() == [4]
 
 
 @pytest.mark.parametrize(
