@@ -495,3 +495,15 @@ def copy_columns(frame: pd.DataFrame, extras: dict[str, str], reserved: set[str]
         taken.add(safe.lower())
         names[internal] = safe
     return frame.rename(columns=names)
+
+
+def customer_column(name: str, mapping: Mapping[str, str], columns: list[str]) -> str | None:
+    """The column of ``ValidatedData.customers`` that holds the customers file's column
+    ``name`` (as ``export.columns`` may write it): our name when ``name`` is mapped to one of
+    ours (``columns.customers``), the column itself when carried along, the
+    ``_customers_file`` variant when it collided with one of ours; None when absent."""
+    mapped = {u.lower(): c for c, u in mapping.items()}
+    for candidate in (mapped.get(name.lower()), name, f"{name}_customers_file"):
+        if candidate is not None and candidate in columns and candidate not in mapping.values():
+            return candidate
+    return None

@@ -512,3 +512,15 @@ def test_reject_reasons_are_ordered_by_count() -> None:
 
     rejects = pd.DataFrame({"reason": ["b", "a 'x'", "c", "c", "a 'y'", "c"]})
     assert list(_counts(rejects).items()) == [("c", 3), ("a", 2), ("b", 1)]
+
+
+def test_export_names_resolve_to_the_validated_customers_columns() -> None:
+    from pipeline.contract import customer_column
+
+    columns = ["customer_id", "owner", "mrr", "contact_email", "plan_customers_file"]
+    mapping = {"owner": "csm", "customer_id": "id"}
+    assert customer_column("csm", mapping, columns) == "owner"
+    assert customer_column("id", mapping, columns) == "customer_id"
+    assert customer_column("contact_email", mapping, columns) == "contact_email"
+    assert customer_column("plan", mapping, columns) == "plan_customers_file"
+    assert customer_column("phone", mapping, columns) is None

@@ -165,3 +165,29 @@ def test_init_says_which_column_it_could_not_find_and_keeps_the_config(tmp_path:
     assert f"wrote '{out}', but it needs a fix" in " ".join(result.output.split())
     assert "missing required column(s) ['event_type']" in " ".join(result.output.split())
     assert out.exists()
+
+
+def test_a_parquet_log_in_epoch_seconds_gets_epoch_unit_s_and_validates(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {"user_id": ["c1", "c2"], "ts": [1735725600, 1735812000], "action": ["login", "x"]}
+    ).to_parquet(tmp_path / "events.parquet")
+    pd.DataFrame({"id": ["c1", "c2"], "created": ["2024-01-01", "2024-02-01"]}).to_parquet(
+        tmp_path / "customers.parquet"
+    )
+    out = tmp_path / "p.yaml"
+    args = ["--events", str(tmp_path / "events.parquet"), "--customers"]
+    result = runner.invoke(
+        app, ["init", *args, str(tmp_path / "customers.parquet"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    raw = yaml.safe_load(out.read_text())
+    assert raw["data"]["epoch_unit"] == "s"
+    assert raw["columns"]["events"] == {
+        "customer_id": "user_id",
+        "occurred_at": "ts",
+        "event_type": "action",
+    }
+    from pipeline.events import load_inputs
+
+    data = load_inputs(load_config(out))
+    assert (data.report.events_valid, data.report.naive_timestamps) == (2, 0)
