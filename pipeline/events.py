@@ -63,6 +63,7 @@ from pipeline.contract import (
 
 log = logging.getLogger(__name__)
 
+# Declared in pipeline.contract; still importable from here, as before the split.
 __all__ = [
     "CUSTOMER_OPTIONAL",
     "CUSTOMER_REQUIRED",
