@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from pipeline.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from pipeline.init import Guess
 
 app = typer.Typer(
     help="Churn-risk pipeline: activity log → features → calibrated model → tiers → CS lists.",
@@ -57,14 +61,23 @@ def _config(path: Path) -> Config:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    from pipeline.contract import cap
+
+    console.print(
+        f"[bold red]error:[/] {escape(cap(message, 4000))}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
 @contextlib.contextmanager
-def _errors(scoring: bool = False) -> Iterator[None]:
+def _errors(scoring: bool = False, scores: Path | None = None) -> Iterator[None]:
     """Turn the pipeline's own input errors into a clear message and exit code 2; with
-    ``scoring``, also scoring and export errors (no model, feature mismatch, bad export)."""
+    ``scoring``, also scoring and export errors (no model, feature mismatch, bad export).
+    Operating-system errors (a folder that is a file, no permission, a full disk) become a
+    message naming the path and the fix; with ``scores`` (export), a file that is not a
+    scores table is named as such."""
     from pipeline.dataset import DatasetError
     from pipeline.events import InputError
 
@@ -78,6 +91,57 @@ def _errors(scoring: bool = False) -> Iterator[None]:
         yield
     except expected as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(_os_message(error))
+    except Exception as error:
+        if scores is None or not _unreadable_table(error):
+            raise
+        _fail(
+            f"'{scores}' is not a scores table written by `churn score` ({_short(error)});"
+            " pass --scores a scores .parquet file, or run `churn score` first"
+        )
+
+
+def _short(error: BaseException) -> str:
+    from pipeline.contract import cap
+
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return cap(f"{type(error).__name__}: {text}", 160)
+
+
+def _unreadable_table(error: Exception) -> bool:
+    """A Parquet file that is not one, or one that lacks a column read by name."""
+    import pyarrow as pa
+
+    return isinstance(error, pa.ArrowException | KeyError)
+
+
+OS_FIXES = {
+    errno.ENOSPC: "no space left on the device; free space or set data.output_dir to another disk",
+    errno.EDQUOT: "disk quota exceeded; free space or set data.output_dir to another disk",
+    errno.EACCES: "permission denied; make it writable or set data.output_dir to another folder",
+    errno.EPERM: "operation not permitted; make it writable or choose another folder",
+    errno.EROFS: "read-only file system; set data.output_dir to a writable folder",
+    errno.ENOTDIR: "a file stands where a folder is needed; set data.output_dir to a folder",
+    errno.EEXIST: "a file stands where a folder is needed; set data.output_dir to a folder",
+    errno.EISDIR: "a folder stands where a file is needed; pass a file name",
+}
+
+
+def _os_message(error: OSError) -> str:
+    """One line: the path, what the system said, and the fix."""
+    from pipeline.contract import cap
+
+    where = f"'{cap(error.filename)}'" if error.filename else "a file"
+    fix = OS_FIXES.get(error.errno or -1)
+    if fix is None:
+        return f"cannot use {where}: {cap(error.strerror or error)}"
+    return f"cannot write {where}: {fix}" if error.errno != errno.EISDIR else f"{where}: {fix}"
+
+
+def _check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
+    if out is not None and Path(out).suffix.lower() not in suffixes:
+        _fail(f"--out '{out}': use a file name ending in {' or '.join(suffixes)}")
 
 
 @contextlib.contextmanager
@@ -350,6 +414,7 @@ def score(
 
     cfg = _config(config)
     date = _dates([as_of])[0] if as_of else None
+    _check_out(out, (".parquet", ".csv"))
     with _errors(scoring=True):
         with step("validating inputs"):
             data = load_inputs(cfg)
@@ -415,7 +480,7 @@ def export(
         _fail(f"--format {format_!r}: use xlsx, csv or parquet")
     if by not in (None, "owner", "segment", "none"):
         _fail(f"--by {by!r}: use owner, segment or none")
-    with _errors(scoring=True), step("exporting"):
+    with _errors(scoring=True, scores=scores or default_out(cfg)), step("exporting"):
         folder, manifest = run_export(
             cfg, scores or default_out(cfg), out, format_, by, upsell=upsell
         )
@@ -457,3 +522,49 @@ def report(
                 cfg, out, data=data, n_dates=backtest_dates, top=top, config_path=str(config)
             )
     log.info("report → %s (self-contained; open it in a browser)", path)
+
+
+@app.command()
+def init(
+    events: Annotated[Path, typer.Option("--events", help="Your events file (.csv/.parquet).")],
+    customers: Annotated[
+        Path, typer.Option("--customers", help="Your customers file (.csv/.parquet).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Config to write; default: configs/<events folder name>.yaml."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Write a starter config from a sample of your files: column mapping, formats, event
+    types (obvious ones mapped, the rest commented); check it, then `churn validate`."""
+    from pipeline.init import check_headers, default_out, guess, render
+    from pipeline.io import write_atomic
+
+    out = out or default_out(events)
+    _check_out(out, (".yaml", ".yml"))
+    if out.exists() and not force:
+        _fail(f"'{out}' exists; pass --force to overwrite it or --out another file")
+    with _errors():
+        found = guess(events, customers)
+        text = render(found, events, customers, project=out.stem)
+        write_atomic(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    _log_guess(found, out)
+    try:
+        check_headers(load_config(out))
+    except (ConfigError, ValueError) as error:  # InputError is a ValueError
+        _fail(f"wrote '{out}', but it needs a fix before `churn validate`: {error}")
+
+
+def _log_guess(found: Guess, out: Path) -> None:
+    from pipeline.contract import cap
+
+    for name, mapping in found.columns.items():
+        log.info("%s columns: %s", name, {k: cap(v, 60) for k, v in mapping.items()})
+    log.info("formats: %s", found.formats or "defaults (ISO dates, decimal point, commas)")
+    for event_type, n in list(found.event_counts.items())[:20]:
+        family = next((f for f, ts in found.families.items() if event_type in ts), None)
+        log.info("  %-30s %8d  %s", cap(event_type, 30), n, family or "(not mapped: check)")
+    for check in found.checks:
+        log.warning("check: %s", check)
+    log.info("wrote %s; check it, then run: churn validate --config %s", out, out)

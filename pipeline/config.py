@@ -8,12 +8,24 @@ are resolved against the current working directory (the project root when run th
 from __future__ import annotations
 
 import re
+import types
+import typing
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.contract import CAP, CONTRACT, DECIMALS, DELIMITERS, THOUSANDS, cap
 
 FAMILIES: tuple[str, ...] = (
     "login",
@@ -36,6 +48,31 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: object, info: ValidationInfo) -> object:
+        """Numbers and booleans as written: ``horizon_days: true`` is not 1 day, ``"90"`` is
+        not 90 and ``yes``/``1`` are not booleans unless YAML reads them as such."""
+        kind = _scalar_kind(cls.model_fields[info.field_name].annotation)
+        if kind == "number" and isinstance(value, bool | str):
+            raise ValueError(f"expected a number, got {cap(repr(value))}")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {cap(repr(value))}")
+        return value
+
+
+def _scalar_kind(annotation: object) -> str | None:
+    """'number' for int/float fields, 'bool' for booleans (optional or not), else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = {_scalar_kind(a) for a in args if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    if typing.get_origin(annotation) is Annotated:
+        return _scalar_kind(args[0])
+    if annotation is bool:
+        return "bool"
+    return "number" if annotation in (int, float) else None
+
 
 class DataConfig(_Section):
     """Where the user's data lives. ``events`` and ``customers`` may be Parquet or CSV."""
@@ -49,13 +86,66 @@ class DataConfig(_Section):
     """End of the observed log (exclusive, UTC midnight). Events at or after it are rejected as
     'in the future'; labels whose window runs past it are unknown. Default: the day after the
     last valid event."""
+    delimiter: Literal[DELIMITERS] | None = None
+    """CSV field separator; default: detected from the header line (``,`` ``;`` tab ``|``)."""
+    decimal: Literal[DECIMALS] | None = None
+    """Decimal mark of amount and mrr in text files (``"."`` or ``","``); default: detected
+    from the values and reported."""
+    thousands: Literal[THOUSANDS] | None = None
+    """Thousands separator in text numbers (e.g. ``"."`` in 1.234,50); default: detected."""
+    dayfirst: bool = False
+    """Dates written day first (04/03/2025 is 4 March); ISO dates are read either way."""
+    epoch_unit: Literal["s", "ms"] | None = None
+    """``occurred_at`` holds epoch seconds (``s``) or milliseconds (``ms``) since 1970, UTC."""
 
     @field_validator("events", "customers")
     @classmethod
     def _known_suffix(cls, path: Path) -> Path:
         if path.suffix.lower() not in {".parquet", ".csv"}:
-            raise ValueError(f"'{path}' must end in .parquet or .csv")
+            raise ValueError(f"'{cap(path)}' must end in .parquet or .csv")
         return path
+
+    @field_validator("observed_until")
+    @classmethod
+    def _plausible_date(cls, day: date | None) -> date | None:
+        if day is not None and not date(1971, 1, 1) <= day <= date(2261, 12, 31):
+            raise ValueError(f"{day} is out of range; use a date between 1971 and 2261")
+        return day
+
+    @model_validator(mode="after")
+    def _distinct_separators(self) -> DataConfig:
+        if self.decimal and self.thousands == self.decimal:
+            raise ValueError(
+                f"decimal and thousands are both {self.decimal!r}; set different separators"
+            )
+        return self
+
+
+class ColumnsConfig(_Section):
+    """The user's column names for ours, only where they differ (``contract name: user name``).
+
+    ``events``: customer_id, occurred_at, event_type, feature, amount, severity;
+    ``customers``: customer_id, signup_at, churned_at, plan, mrr, owner, segment.
+    """
+
+    events: dict[str, str] = {}
+    customers: dict[str, str] = {}
+
+    @field_validator("events", "customers")
+    @classmethod
+    def _contract_names(cls, mapping: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        allowed = CONTRACT[info.field_name]
+        unknown = [cap(k, 60) for k in mapping if k not in allowed]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; allowed: {list(allowed)}")
+        blank = [k for k, v in mapping.items() if not v.strip()]
+        if blank:
+            raise ValueError(f"{blank} mapped to an empty name; give the file's column name")
+        users = [v.lower() for v in mapping.values()]
+        twice = sorted({cap(v, 60) for v in mapping.values() if users.count(v.lower()) > 1})
+        if twice:
+            raise ValueError(f"column(s) {twice} mapped to more than one of ours; map each once")
+        return mapping
 
 
 class EventTypes(_Section):
@@ -399,6 +489,7 @@ class Config(_Section):
     the config file's stem."""
     data: DataConfig
     event_types: EventTypes
+    columns: ColumnsConfig = ColumnsConfig()
     validation: ValidationConfig = ValidationConfig()
     label: LabelConfig = LabelConfig()
     features: FeatureConfig = FeatureConfig()
@@ -447,18 +538,19 @@ class Config(_Section):
 
 
 def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    lines = [f"{cap(source)}: invalid configuration"]
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        key = cap(".".join(str(part) for part in item["loc"]), 120)
+        got = cap(repr(item.get("input")))
         if item["type"] == "extra_forbidden":
             lines.append(f"  - '{key}': unknown key; check the spelling (see README, 'Config')")
         elif item["type"] == "literal_error":
             allowed = item.get("ctx", {}).get("expected", "")
-            lines.append(f"  - '{key}': got {item['input']!r}; allowed values: {allowed}")
+            lines.append(f"  - '{key}': got {got}; allowed values: {allowed}")
         elif item["type"] == "missing":
             lines.append(f"  - '{key}': required key is missing")
         else:
-            lines.append(f"  - '{key}': {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  - '{key}': {cap(item['msg'])} (got {got})")
     return "\n".join(lines)
 
 
@@ -466,7 +558,9 @@ def parse_config(raw: dict, source: str = "<config>", project: str | None = None
     """Validate a config mapping; raise ``ConfigError`` naming each bad key. ``project`` is the
     default project name (``load_config`` passes the file's stem) when the mapping has none."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(raw)}")
+        raise ConfigError(
+            f"{cap(source)}: expected a YAML mapping at the top level, got {type(raw)}"
+        )
     if project is not None and "project" not in raw:
         raw = {"project": project, **raw}
     try:
@@ -475,12 +569,42 @@ def parse_config(raw: dict, source: str = "<config>", project: str | None = None
         raise ConfigError(_describe(error, source)) from None
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: ``&a``/``*a`` can expand a few lines into gigabytes
+    (an "alias bomb"), and a config never needs them."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases"
+                f" (&{cap(event.anchor, 40)} / *{cap(event.anchor, 40)}) are not allowed in a"
+                " config; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(text: str, source: str) -> object:
+    """Parse config YAML text (no anchors or aliases); errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(f"{cap(source)}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{cap(source)}: not valid YAML: {cap(error, 2 * CAP)}") from None
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a YAML config file."""
+    path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file '{path}' does not exist; pass --config PATH")
+        raise ConfigError(f"config file '{cap(path)}' does not exist; pass --config PATH")
+    if path.is_dir():
+        raise ConfigError(f"config path '{cap(path)}' is a folder; pass a YAML file (--config)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(f"config file '{cap(path)}' cannot be read: {reason}") from None
+    raw = read_yaml(text, str(path))
     return parse_config(raw or {}, source=str(path), project=path.stem)

@@ -14,13 +14,19 @@ a temporary folder), over which two views serve the rest of the pipeline:
 - ``events_stored``: ``events_compact`` plus the rejected exact duplicates, which cannot change
   a first or last value, so that min/max/latest queries skip the anti-join that removes them.
 
-Time semantics: timestamps are UTC. Naive values (no offset) are read as UTC and counted in the
-report; values with an offset are converted to UTC. In memory they are naive UTC.
+Time semantics: timestamps are UTC. Naive values (no offset or zone name) are read as UTC and
+counted in the report; values with an offset or a named zone (``UTC``, ``Europe/Paris``) are
+converted to UTC. In memory they are naive UTC.
+
+The user's column names and formats (``columns`` and ``data`` config) are handled by
+``pipeline.contract``, which reads each file literally and selects the contract's columns under
+our names, so that no user column can shadow an internal one.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,25 +36,46 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipeline.config import FAMILY_CODES, Config, EventTypes
+from pipeline.config import FAMILY_CODES, ColumnsConfig, Config, EventTypes
+from pipeline.contract import (
+    CUSTOMER_OPTIONAL,
+    CUSTOMER_REQUIRED,
+    EVENT_OPTIONAL,
+    EVENT_REQUIRED,
+    MAX_MONEY,
+    Formats,
+    InputError,
+    Source,
+    cap,
+    cap_sql,
+    copy_columns,
+    dayfirst_sql,
+    detect_number_format,
+    epoch_sql,
+    number_sql,
+    open_source,
+    quote_ident,
+    reading,
+    report_unmapped,
+    require,
+    sql_literal,
+)
 
 log = logging.getLogger(__name__)
 
-EVENT_REQUIRED = ("customer_id", "occurred_at", "event_type")
-EVENT_OPTIONAL = ("feature", "amount", "severity")
-CUSTOMER_REQUIRED = ("customer_id", "signup_at")
-CUSTOMER_OPTIONAL = {
-    "churned_at": "NULL",
-    "plan": "'unknown'",
-    "mrr": "0.0",
-    "owner": "'unassigned'",
-    "segment": "'unknown'",
-}
+# Declared in pipeline.contract; still importable from here, as before the split.
+__all__ = [
+    "CUSTOMER_OPTIONAL",
+    "CUSTOMER_REQUIRED",
+    "EVENT_OPTIONAL",
+    "EVENT_REQUIRED",
+    "InputError",
+    "sql_literal",
+]
+
 SEVERITY_LEVELS = {"low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-class InputError(ValueError):
-    """An input file that cannot be used as it is; the message names file, column and fix."""
+EARLIEST = pd.Timestamp("1900-01-01")
+"""Dates before this are absurd (a typo or a 0 epoch), rejected with a reason."""
 
 
 class RejectsExceeded(InputError):
@@ -68,8 +95,13 @@ class ValidationReport:
     customers_valid: int = 0
     customer_rejects: dict[str, int] = field(default_factory=dict)
     customers_without_events: int = 0
+    signup_after_first_event: int = 0
+    """Customers whose signup_at comes after their first valid event (flagged: counted here,
+    named in the log; they are outside the base before signup_at)."""
     observed_until: pd.Timestamp | None = None
     rejects_files: list[str] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)
+    """Number formats detected in text columns (e.g. ``{"customers.mrr": "decimal ','"}``)."""
 
     @property
     def events_rejected(self) -> int:
@@ -116,6 +148,8 @@ class StoreScan:
     rows: int
     customers: int
     last_us: int | None
+    first_events: pd.DataFrame | None = None
+    """Each stored customer's first event: ``code``, ``ts`` (epoch µs)."""
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -127,77 +161,37 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _source_sql(
-    con: duckdb.DuckDBPyConnection,
-    source: Path | pd.DataFrame,
-    name: str,
-    only_rows: str | None = None,
-) -> str:
-    """Register ``source`` and return a FROM-clause expression that reads it with a row number.
-
-    Row numbers are 1-based data rows (header excluded), as a user counts them in a spreadsheet.
-    ``only_rows`` (a relation with a column ``_row``) keeps just those rows; for Parquet the
-    filter reaches the file reader, which then decodes only the row groups that hold them
-    (half the time of a join over every row).
-    """
-
-    def kept(numbered: str) -> str:
-        if not only_rows:
-            return f"({numbered})"
-        return f"(SELECT * FROM ({numbered}) WHERE _row IN (SELECT _row FROM {only_rows}))"
-
-    if isinstance(source, pd.DataFrame):
-        con.register(f"{name}_frame", source)
-        return kept(f"SELECT *, row_number() OVER () AS _row FROM {name}_frame")
-    path = Path(source)
-    if not path.exists():
-        raise InputError(f"{name} file '{path}' does not exist; check data.{name} in the config")
-    quoted = sql_literal(path)
-    if path.suffix.lower() == ".csv":
-        return kept(
-            f"SELECT *, row_number() OVER () AS _row FROM read_csv({quoted}, header = true,"
-            " all_varchar = true)"
-        )
-    # file_row_number is 0-based; the filter names it unchanged so that it is pushed down.
-    frn = f"file_row_number IN (SELECT _row - 1 FROM {only_rows})" if only_rows else "TRUE"
-    return (
-        "(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row"
-        f" FROM read_parquet({quoted}, file_row_number = true) WHERE {frn})"
-    )
+ZONE_PATTERN = (
+    "(([Tt ]\\d\\d|:\\d\\d(\\.\\d+)?) ?(Z|z|[+-]\\d\\d(:?\\d\\d)?)"
+    "|:\\d\\d(\\.\\d+)? [A-Za-z][A-Za-z_]*(/[A-Za-z_+-]+)*)$"
+)
+"""A time of day followed by an offset (``Z``, ``+02:00``) or a zone name (``UTC``,
+``Europe/Paris``). An offset counts only after a time: the '-02' ending '2025-01-02' is the day."""
 
 
-def _source_label(source: Path | pd.DataFrame, label: str) -> str:
-    """How messages name an input: the file path for files, the input's name for frames."""
-    return label if isinstance(source, pd.DataFrame) else f"{label} file '{source}'"
-
-
-def _columns(con: duckdb.DuckDBPyConnection, source_sql: str) -> dict[str, str]:
-    rows = con.execute(f"DESCRIBE SELECT * FROM {source_sql}").fetchall()
-    return {row[0]: row[1] for row in rows}
-
-
-def _require(columns: dict[str, str], required: tuple[str, ...], label: str) -> None:
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise InputError(
-            f"{label}: missing required column(s) {missing};"
-            f" found {sorted(c for c in columns if c != '_row')}."
-            " Rename your columns to the input contract (README, 'Input contract')."
-        )
-
-
-def _timestamp_sql(column: str, dtype: str, label: str) -> tuple[str, str]:
+def _timestamp_sql(
+    column: str,
+    dtype: str,
+    label: str,
+    formats: Formats | None = None,
+    epoch: bool = False,
+) -> tuple[str, str]:
     """SQL for (parsed UTC timestamp, is-naive flag) of ``column`` whatever its stored type.
 
     Time-zone-aware values go through epoch microseconds: a plain CAST to TIMESTAMP converts
-    through the session time zone row by row and costs several times a scan.
+    through the session time zone row by row and costs several times a scan. With
+    ``formats.dayfirst`` day-first texts are read too; with ``epoch`` (occurred_at) and
+    ``formats.epoch_unit`` numbers are epoch seconds or milliseconds (UTC).
     """
+    formats = formats or Formats()
+    if epoch and formats.epoch_unit:
+        return epoch_sql(column, formats.epoch_unit), "false"
     if dtype == "VARCHAR":
         text = f"NULLIF(trim({column}), '')"
         parsed = f"make_timestamp(epoch_us(try_cast({text} AS TIMESTAMPTZ)))"
-        # An offset counts only after a time of day: the '-02' that ends '2025-01-02' is the day.
-        offset = "([Tt ]\\d\\d|:\\d\\d(\\.\\d+)?) ?(Z|z|[+-]\\d\\d(:?\\d\\d)?)$"
-        naive = f"NOT regexp_matches({text}, '{offset}')"
+        if formats.dayfirst:
+            parsed = f"coalesce({dayfirst_sql(text)}, {parsed})"
+        naive = f"NOT regexp_matches({text}, '{ZONE_PATTERN}')"
         return parsed, naive
     if dtype.strip('"') == "NULL":  # an all-empty column (e.g. churned_at while nobody churned)
         return "CAST(NULL AS TIMESTAMP)", "false"
@@ -205,9 +199,10 @@ def _timestamp_sql(column: str, dtype: str, label: str) -> tuple[str, str]:
         return f"make_timestamp(epoch_us({column}))", "false"
     if dtype.startswith("TIMESTAMP") or dtype == "DATE":
         return f"CAST({column} AS TIMESTAMP)", "true"
+    epoch_hint = "; for epoch seconds or milliseconds set data.epoch_unit: s or ms" if epoch else ""
     raise InputError(
         f"{label}: column '{column}' has type {dtype}; expected a timestamp or an ISO-8601 string"
-        " such as 2025-03-04T09:12:00Z"
+        f" such as 2025-03-04T09:12:00Z{epoch_hint}"
     )
 
 
@@ -216,11 +211,6 @@ def _timestamp_literal(value: pd.Timestamp | None) -> str:
     if value is None:
         return "CAST(NULL AS TIMESTAMP)"
     return f"TIMESTAMP '{pd.Timestamp(value).isoformat(sep=' ')}'"
-
-
-def sql_literal(value: str | Path) -> str:
-    """A string (a path, a name) as a SQL string literal, quotes doubled: never spliced raw."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE")
@@ -249,26 +239,102 @@ def _severity_sql(dtype: str | None) -> tuple[str, str]:
     return "NULLIF(lower(trim(CAST(severity AS VARCHAR))), '')", ordinal
 
 
+DAYFIRST_HINT = (
+    "CASE WHEN regexp_matches({text}, '^\\d{{1,2}}[/.-]\\d{{1,2}}[/.-]\\d{{2,4}}( .*)?$')"
+    " THEN ' (day-first date? set data.dayfirst: true)' ELSE '' END"
+)
+
+
+def _unparseable_sql(column: str, raw: str, formats: Formats) -> str:
+    """SQL for the reason 'unparseable <column> '<value>'' (value capped), with a hint to set
+    ``data.dayfirst`` when the value looks like a day-first date and it is not set."""
+    hint = "''" if formats.dayfirst else DAYFIRST_HINT.format(text=raw)
+    return f"'unparseable {column}' || {hint} || ' ''' || {cap_sql(raw)} || ''''"
+
+
+def _money_sql(
+    con: duckdb.DuckDBPyConnection, src: Source, column: str, formats: Formats, found: dict
+) -> tuple[str, str]:
+    """SQL for (value as DOUBLE, raw text or NULL) of a money column (amount, mrr).
+
+    Text columns are parsed with ``data.decimal``/``data.thousands`` or, when unset, the
+    separators detected from the first distinct values (recorded in ``found``)."""
+    dtype = src.types.get(column)
+    if dtype is None:
+        return "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
+    if _is_numeric(dtype):
+        # A numeric column cannot hold unparseable text: no per-row cast to text and back.
+        return f"CAST({column} AS DOUBLE)", "CAST(NULL AS VARCHAR)"
+    text = f"NULLIF(trim(CAST({column} AS VARCHAR)), '')"
+    decimal, thousands = formats.decimal, formats.thousands
+    if decimal is None or (thousands is None and decimal == ","):
+        sample = con.execute(
+            f"SELECT DISTINCT v FROM (SELECT {text} AS v FROM {src.sql}"
+            f" WHERE {text} IS NOT NULL LIMIT 5000)"
+        ).fetchall()
+        guess = detect_number_format([row[0] for row in sample])
+        decimal, thousands = decimal or guess[0], thousands or guess[1]
+        if (decimal, thousands) != (".", None):
+            found[f"{src.name}.{column}"] = f"decimal {decimal!r}, thousands {thousands!r}"
+    return number_sql(column, decimal, thousands), text
+
+
 def validate_customers(
-    con: duckdb.DuckDBPyConnection, source: Path | pd.DataFrame, label: str = "customers"
+    con: duckdb.DuckDBPyConnection,
+    source: Path | pd.DataFrame,
+    label: str = "customers",
+    mapping: dict[str, str] | None = None,
+    formats: Formats | None = None,
+    not_after: pd.Timestamp | None = None,
+    found: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Valid customers and rejected customer rows (with ``reason``).
 
     Creates the DuckDB table ``customers`` with the valid rows. Reasons: missing customer_id,
-    duplicate customer_id, missing or unparseable signup_at, unparseable churned_at, churned_at
-    before signup_at, unparseable or negative mrr.
+    duplicate customer_id, missing, unparseable, absurd (before 1900) or future (after
+    ``not_after``, the wall clock when loading) signup_at, unparseable churned_at, churned_at
+    before signup_at, unparseable, negative, non-finite or absurd (above ``MAX_MONEY``) mrr.
+    The file's other columns travel in the returned frame under their own names
+    (``contract.copy_columns``).
     """
-    src = _source_sql(con, source, "customers")
-    label = _source_label(source, label)
-    cols = _columns(con, src)
-    _require(cols, CUSTOMER_REQUIRED, label)
-    signup, _ = _timestamp_sql("signup_at", cols["signup_at"], label)
+    formats = formats or Formats()
+    src = open_source(con, source, "customers", mapping, formats, keep_extras=True)
+    require(src, CUSTOMER_REQUIRED, mapping)
+    report_unmapped(src)
+    with reading(src.label):
+        _stage_customers(con, src, formats, found if found is not None else {})
+        _check_customers(con, formats, not_after)
+        extras = "".join(f", {c}" for c in map(quote_ident, src.extras))
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE customers AS
+            SELECT customer_id, signup_at, churned_at, plan, coalesce(mrr, 0.0) AS mrr, owner,
+                   segment{extras}
+            FROM customers_checked WHERE reason IS NULL ORDER BY customer_id
+        """)
+        customers = con.execute("SELECT * FROM customers").df()
+        rejects = con.execute(
+            "SELECT _row AS row, reason, customer_id, signup_raw AS signup_at, churned_raw AS"
+            " churned_at, mrr_raw AS mrr FROM customers_checked WHERE reason IS NOT NULL"
+            " ORDER BY _row"
+        ).df()
+    reserved = set(CUSTOMER_REQUIRED) | set(CUSTOMER_OPTIONAL)
+    return copy_columns(customers, src.extras, reserved), rejects
+
+
+def _stage_customers(
+    con: duckdb.DuckDBPyConnection, src: Source, formats: Formats, found: dict
+) -> None:
+    """``customers_staged``: every row, values parsed, raw texts kept for the reasons."""
+    cols = src.types
+    signup, _ = _timestamp_sql("signup_at", cols["signup_at"], src.label, formats)
     if "churned_at" in cols:
-        churned, _ = _timestamp_sql("churned_at", cols["churned_at"], label)
+        churned, _ = _timestamp_sql("churned_at", cols["churned_at"], src.label, formats)
         churned_raw = "NULLIF(trim(CAST(churned_at AS VARCHAR)), '')"
     else:
         churned, churned_raw = "CAST(NULL AS TIMESTAMP)", "CAST(NULL AS VARCHAR)"
     opt = {c: (c if c in cols else default) for c, default in CUSTOMER_OPTIONAL.items()}
+    mrr, mrr_raw = _money_sql(con, src, "mrr", formats, found)
+    extras = "".join(f", {c}" for c in map(quote_ident, src.extras))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE customers_staged AS
         SELECT _row,
@@ -276,40 +342,41 @@ def validate_customers(
                {signup} AS signup_at, NULLIF(trim(CAST(signup_at AS VARCHAR)), '') AS signup_raw,
                {churned} AS churned_at, {churned_raw} AS churned_raw,
                coalesce(NULLIF(trim(CAST({opt["plan"]} AS VARCHAR)), ''), 'unknown') AS plan,
-               try_cast({opt["mrr"]} AS DOUBLE) AS mrr,
-               NULLIF(trim(CAST({opt["mrr"]} AS VARCHAR)), '') AS mrr_raw,
+               {mrr} AS mrr, {mrr_raw} AS mrr_raw,
                coalesce(NULLIF(trim(CAST({opt["owner"]} AS VARCHAR)), ''), 'unassigned') AS owner,
                coalesce(NULLIF(trim(CAST({opt["segment"]} AS VARCHAR)), ''), 'unknown')
-                   AS segment
-        FROM {src}
+                   AS segment{extras}
+        FROM {src.sql}
     """)
-    con.execute("""
+
+
+def _check_customers(
+    con: duckdb.DuckDBPyConnection, formats: Formats, not_after: pd.Timestamp | None
+) -> None:
+    """``customers_checked``: the staged rows with a ``reason`` (NULL when valid)."""
+    bound = _timestamp_literal(not_after)
+    future = f"WHEN signup_at > {bound} THEN 'signup_at in the future'" if not_after else ""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE customers_checked AS
         SELECT *, CASE
             WHEN customer_id IS NULL THEN 'missing customer_id'
             WHEN signup_raw IS NULL THEN 'missing signup_at'
-            WHEN signup_at IS NULL THEN 'unparseable signup_at ''' || signup_raw || ''''
+            WHEN signup_at IS NULL THEN {_unparseable_sql("signup_at", "signup_raw", formats)}
+            WHEN signup_at < {_timestamp_literal(EARLIEST)} THEN 'signup_at before 1900'
+            {future}
             WHEN churned_raw IS NOT NULL AND churned_at IS NULL
-                THEN 'unparseable churned_at ''' || churned_raw || ''''
+                THEN {_unparseable_sql("churned_at", "churned_raw", formats)}
             WHEN churned_at < signup_at THEN 'churned_at before signup_at'
-            WHEN mrr_raw IS NOT NULL AND mrr IS NULL THEN 'unparseable mrr ''' || mrr_raw || ''''
+            WHEN mrr_raw IS NOT NULL AND mrr IS NULL
+                THEN 'unparseable mrr ''' || {cap_sql("mrr_raw")} || ''''
+            WHEN NOT isfinite(mrr) OR mrr > {MAX_MONEY:.0f}
+                THEN 'non-finite or absurd mrr (NaN, infinite or above {MAX_MONEY:.0e})'
             WHEN mrr < 0 THEN 'negative mrr'
             WHEN row_number() OVER (PARTITION BY customer_id ORDER BY _row) > 1
                 THEN 'duplicate customer_id'
         END AS reason
         FROM customers_staged
     """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE customers AS
-        SELECT customer_id, signup_at, churned_at, plan, coalesce(mrr, 0.0) AS mrr, owner, segment
-        FROM customers_checked WHERE reason IS NULL ORDER BY customer_id
-    """)
-    customers = con.execute("SELECT * FROM customers").df()
-    rejects = con.execute(
-        "SELECT _row AS row, reason, customer_id, signup_raw AS signup_at, churned_raw AS"
-        " churned_at, mrr_raw AS mrr FROM customers_checked WHERE reason IS NOT NULL ORDER BY _row"
-    ).df()
-    return customers, rejects
 
 
 def validate_events(
@@ -322,6 +389,9 @@ def validate_events(
     check_duplicates: bool = True,
     store_dir: Path | None = None,
     partition_customers: int = 10_000,
+    mapping: dict[str, str] | None = None,
+    formats: Formats | None = None,
+    found: dict | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int], int, StoreScan]:
     """Validate the log; define the DuckDB relation ``events`` holding the valid rows.
 
@@ -336,126 +406,132 @@ def validate_events(
     for type, family, feature and severity) and partitioned by customer, to ``store_dir``
     (Parquet). ``events_compact`` and ``events`` are views over that store; nothing of the size
     of the log is held in memory.
+
+    ``mapping`` (``columns.events``) names the user's columns for ours; ``formats`` says how
+    the file writes numbers and dates; detected number formats are recorded in ``found``.
     """
     store_dir = Path(store_dir or tempfile.mkdtemp(prefix="churn-events-")) / "compact"
-    src = _source_sql(con, source, "events")
-    label = _source_label(source, label)
-    cols = _columns(con, src)
-    _require(cols, EVENT_REQUIRED, label)
-    occurred, naive = _timestamp_sql("occurred_at", cols["occurred_at"], label)
-    if "amount" in cols and _is_numeric(cols["amount"]):
-        # A numeric column cannot hold unparseable text: no per-row cast to text and back.
-        amount, amount_raw = "CAST(amount AS DOUBLE)", "CAST(NULL AS VARCHAR)"
-    elif "amount" in cols:
-        amount, amount_raw = (
-            "try_cast(amount AS DOUBLE)",
-            "NULLIF(trim(CAST(amount AS VARCHAR)), '')",
+    formats = formats or Formats()
+    src = open_source(con, source, "events", mapping, formats)
+    require(src, EVENT_REQUIRED, mapping)
+    report_unmapped(src)
+    cols = src.types
+    occurred, naive = _timestamp_sql(
+        "occurred_at", cols["occurred_at"], src.label, formats, epoch=True
+    )
+    with reading(src.label):
+        amount, amount_raw = _money_sql(
+            con, src, "amount", formats, found if found is not None else {}
         )
-    else:
-        amount, amount_raw = "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
     severity_raw, severity = _severity_sql(cols.get("severity"))
     missing = (
-        "NULLIF(trim(occurred_at), '') IS NULL"
-        if cols["occurred_at"] == "VARCHAR"
+        "NULLIF(trim(CAST(occurred_at AS VARCHAR)), '') IS NULL"
+        if cols["occurred_at"] == "VARCHAR" or formats.epoch_unit
         else "occurred_at IS NULL"
     )
-    mapping = event_types.mapping()
-    families = pd.DataFrame({"event_type": list(mapping), "family": list(mapping.values())})
-    families["fc"] = families["family"].map(FAMILY_CODES).astype("int8")
-    con.register("_family_frame", families.astype({"event_type": "str", "family": "str"}))
-    con.execute("CREATE OR REPLACE TEMP TABLE _event_families AS SELECT * FROM _family_frame")
-    con.unregister("_family_frame")
-    bound = _timestamp_literal(not_after)
-    _customer_codes(con, src, check_customers)
-    unknown_customer = (
-        "WHEN k.code IS NULL THEN 'customer_id not in customers table'" if check_customers else ""
-    )
-    typed = f"""
-        SELECT *, CAST({severity} AS TINYINT) AS severity FROM (SELECT _row,
-               customer_id AS customer_raw,
-               {occurred} AS occurred_at,
-               {missing} AS occurred_missing,
-               coalesce({naive}, false) AS naive,
-               event_type AS type_raw,
-               {"feature" if "feature" in cols else "CAST(NULL AS VARCHAR)"} AS feature_raw,
-               {amount} AS amount, {amount_raw} AS amount_raw,
-               {severity_raw} AS severity_raw
-        FROM {src})
-    """
-    # Raw values join their code tables as read (``_value_codes``): trimming and blank checks
-    # run on the few distinct values, not on every row (~0.4 s of 1.9 s over 40M rows).
-    parsed = f"""
-        SELECT e.*, t.etc, t.fc, ft.ftc, k.code, CASE
-            WHEN k.missing IS NOT FALSE THEN 'missing customer_id'
-            WHEN e.occurred_missing THEN 'missing occurred_at'
-            WHEN e.occurred_at IS NULL THEN 'unparseable occurred_at'
-            WHEN t.etc IS NULL THEN 'missing event_type'
-            WHEN e.occurred_at >= {bound}
-                THEN 'occurred_at in the future (at or after ' || CAST({bound} AS VARCHAR) || ')'
-            WHEN e.amount_raw IS NOT NULL AND e.amount IS NULL THEN 'unparseable amount'
-            WHEN e.amount < 0 THEN 'negative amount'
-            WHEN e.severity_raw IS NOT NULL AND e.severity IS NULL
-                THEN 'unknown severity (use low, medium, high, critical or 1-4)'
-            {unknown_customer}
-        END AS reason
-        FROM events_typed e
-        LEFT JOIN _customer_value_codes k ON k.raw = e.customer_raw
-        LEFT JOIN _type_value_codes t ON t.raw = e.type_raw
-        LEFT JOIN _feature_value_codes ft ON ft.raw = e.feature_raw
-    """
-    is_csv = isinstance(source, Path | str) and Path(source).suffix.lower() == ".csv"
-    kind = "TABLE" if is_csv else "VIEW"
-    con.execute("DROP VIEW IF EXISTS events_typed; DROP TABLE IF EXISTS events_typed")
-    con.execute(f"CREATE TEMP {kind} events_typed AS {typed}")
-    _value_codes(con, "events_typed")
-    con.execute("DROP VIEW IF EXISTS events_parsed")
-    con.execute(f"CREATE TEMP VIEW events_parsed AS {parsed}")
-    layout = KindLayout.for_dictionaries(con)
-    parts = _write_store(con, store_dir, partition_customers, layout)
-    scan = _scan_store(con, store_dir, parts, partition_customers, check_duplicates)
-    duplicates = scan.duplicates
-    _create_event_views(con, store_dir, parts, duplicates, partition_customers, layout)
-    # Parquet and CSV-table row counts are metadata: when every row reached the store, no row
-    # failed a check and the rejects need no second pass over the parsed log.
-    n_stored = scan.rows + scan.duplicates
-    n_source = con.execute("SELECT count(*) FROM events_typed").fetchall()[0][0]
-    failed = (
-        "SELECT _row, reason FROM events_parsed WHERE reason IS NOT NULL"
-        if n_stored != n_source
-        else "SELECT NULL::BIGINT AS _row, NULL::VARCHAR AS reason WHERE false"
-    )
-    rejects = con.execute(f"""
-        WITH bad AS (
-            {failed}
-            {
-        "UNION ALL SELECT _row, 'duplicate event (same customer, time, type, feature,"
-        " amount and severity as an earlier row)' FROM _duplicate_rows"
-        if duplicates
-        else ""
-    }
+    with reading(src.label):
+        mapping = event_types.mapping()
+        families = pd.DataFrame({"event_type": list(mapping), "family": list(mapping.values())})
+        families["fc"] = families["family"].map(FAMILY_CODES).astype("int8")
+        con.register("_family_frame", families.astype({"event_type": "str", "family": "str"}))
+        con.execute("CREATE OR REPLACE TEMP TABLE _event_families AS SELECT * FROM _family_frame")
+        con.unregister("_family_frame")
+        bound = _timestamp_literal(not_after)
+        _customer_codes(con, src.sql, check_customers)
+        unknown_customer = (
+            "WHEN k.code IS NULL THEN 'customer_id not in customers table'"
+            if check_customers
+            else ""
         )
-        SELECT s._row AS row, bad.reason,
-               CAST(s.customer_id AS VARCHAR) AS customer_id,
-               CAST(s.occurred_at AS VARCHAR) AS occurred_at,
-               CAST(s.event_type AS VARCHAR) AS event_type,
-               {"CAST(s.feature AS VARCHAR)" if "feature" in cols else "NULL"} AS feature,
-               {"CAST(s.amount AS VARCHAR)" if "amount" in cols else "NULL"} AS amount,
-               {"CAST(s.severity AS VARCHAR)" if "severity" in cols else "NULL"} AS severity
-        FROM {_source_sql(con, source, "events", only_rows="bad")} s JOIN bad USING (_row)
-        ORDER BY 1
-    """).df()
-    unknown = dict(
-        con.execute(
-            "SELECT t.event_type, count(*) FROM events_compact e JOIN _event_types t USING (etc)"
-            " WHERE e.fc = 0 GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
-    )
-    n_naive = 0
-    if naive != "false":
-        n_naive = con.execute(
-            "SELECT count(*) FROM events_parsed WHERE naive AND occurred_at IS NOT NULL"
-        ).fetchall()[0][0]
-    return rejects, unknown, int(n_naive), scan
+        typed = f"""
+            SELECT *, CAST({severity} AS TINYINT) AS severity FROM (SELECT _row,
+                   customer_id AS customer_raw,
+                   {occurred} AS occurred_at,
+                   {missing} AS occurred_missing,
+                   coalesce({naive}, false) AS naive,
+                   event_type AS type_raw,
+                   {"feature" if "feature" in cols else "CAST(NULL AS VARCHAR)"} AS feature_raw,
+                   {amount} AS amount, {amount_raw} AS amount_raw,
+                   {severity_raw} AS severity_raw
+            FROM {src.sql})
+        """
+        # Raw values join their code tables as read (``_value_codes``): trimming and blank checks
+        # run on the few distinct values, not on every row (~0.4 s of 1.9 s over 40M rows).
+        parsed = f"""
+            SELECT e.*, t.etc, t.fc, ft.ftc, k.code, CASE
+                WHEN k.missing IS NOT FALSE THEN 'missing customer_id'
+                WHEN e.occurred_missing THEN 'missing occurred_at'
+                WHEN e.occurred_at IS NULL THEN 'unparseable occurred_at'
+                WHEN t.etc IS NULL THEN 'missing event_type'
+                WHEN e.occurred_at >= {bound}
+                    THEN 'occurred_at in the future (at or after '
+                         || CAST({bound} AS VARCHAR) || ')'
+                WHEN e.amount_raw IS NOT NULL AND e.amount IS NULL THEN 'unparseable amount'
+                WHEN NOT isfinite(e.amount) OR abs(e.amount) > {MAX_MONEY:.0f}
+                    THEN 'non-finite or absurd amount (NaN, infinite or above {MAX_MONEY:.0e})'
+                WHEN e.amount < 0 THEN 'negative amount'
+                WHEN e.severity_raw IS NOT NULL AND e.severity IS NULL
+                    THEN 'unknown severity (use low, medium, high, critical or 1-4)'
+                {unknown_customer}
+            END AS reason
+            FROM events_typed e
+            LEFT JOIN _customer_value_codes k ON k.raw = e.customer_raw
+            LEFT JOIN _type_value_codes t ON t.raw = e.type_raw
+            LEFT JOIN _feature_value_codes ft ON ft.raw = e.feature_raw
+        """
+        is_csv = isinstance(source, Path | str) and Path(source).suffix.lower() == ".csv"
+        kind = "TABLE" if is_csv else "VIEW"
+        con.execute("DROP VIEW IF EXISTS events_typed; DROP TABLE IF EXISTS events_typed")
+        con.execute(f"CREATE TEMP {kind} events_typed AS {typed}")
+        _value_codes(con, "events_typed")
+        con.execute("DROP VIEW IF EXISTS events_parsed")
+        con.execute(f"CREATE TEMP VIEW events_parsed AS {parsed}")
+        layout = KindLayout.for_dictionaries(con)
+        parts = _write_store(con, store_dir, partition_customers, layout)
+        scan = _scan_store(con, store_dir, parts, partition_customers, check_duplicates)
+        duplicates = scan.duplicates
+        _create_event_views(con, store_dir, parts, duplicates, partition_customers, layout)
+        # Parquet and CSV-table row counts are metadata: when every row reached the store, no row
+        # failed a check and the rejects need no second pass over the parsed log.
+        n_stored = scan.rows + scan.duplicates
+        n_source = con.execute("SELECT count(*) FROM events_typed").fetchall()[0][0]
+        failed = (
+            "SELECT _row, reason FROM events_parsed WHERE reason IS NOT NULL"
+            if n_stored != n_source
+            else "SELECT NULL::BIGINT AS _row, NULL::VARCHAR AS reason WHERE false"
+        )
+        rejects = con.execute(f"""
+            WITH bad AS (
+                {failed}
+                {
+            "UNION ALL SELECT _row, 'duplicate event (same customer, time, type, feature,"
+            " amount and severity as an earlier row)' FROM _duplicate_rows"
+            if duplicates
+            else ""
+        }
+            )
+            SELECT s._row AS row, bad.reason,
+                   CAST(s.customer_id AS VARCHAR) AS customer_id,
+                   CAST(s.occurred_at AS VARCHAR) AS occurred_at,
+                   CAST(s.event_type AS VARCHAR) AS event_type,
+                   {"CAST(s.feature AS VARCHAR)" if "feature" in cols else "NULL"} AS feature,
+                   {"CAST(s.amount AS VARCHAR)" if "amount" in cols else "NULL"} AS amount,
+                   {"CAST(s.severity AS VARCHAR)" if "severity" in cols else "NULL"} AS severity
+            FROM {src.select(only_rows="bad")} s JOIN bad USING (_row)
+            ORDER BY 1
+        """).df()
+        unknown = dict(
+            con.execute(
+                "SELECT t.event_type, count(*) FROM events_compact e"
+                " JOIN _event_types t USING (etc) WHERE e.fc = 0 GROUP BY 1 ORDER BY 2 DESC, 1"
+            ).fetchall()
+        )
+        n_naive = 0
+        if naive != "false":
+            n_naive = con.execute(
+                "SELECT count(*) FROM events_parsed WHERE naive AND occurred_at IS NOT NULL"
+            ).fetchall()[0][0]
+        return rejects, unknown, int(n_naive), scan
 
 
 COMPACT_COLUMNS = (
@@ -688,7 +764,7 @@ def _scan_store(
     code_bits = max(int(size) - 1, 1).bit_length()
     ts_bits = max(int(last_us) - int(first_us), 1).bit_length()
     one_key = code_bits + ts_bits <= KEY_BITS
-    customers, pairs = 0, []
+    customers, pairs, firsts = 0, [], []
     for part in parts:
         files = f"read_parquet({_part_glob(store_dir, part)})"
         lo = int(part) * int(size)
@@ -704,7 +780,9 @@ def _scan_store(
             got = con.execute(f"SELECT code, ts FROM {files}").fetchnumpy()
             order = time_order(got["code"], got["ts"])
             code, ts = np.asarray(got["code"])[order], np.asarray(got["ts"])[order]
-        customers += int(len(code) > 0) + int(np.count_nonzero(code[1:] != code[:-1]))
+        starts = np.r_[len(code) > 0, code[1:] != code[:-1]][: len(code)]
+        customers += int(np.count_nonzero(starts))
+        firsts.append(pd.DataFrame({"code": code[starts], "ts": ts[starts]}))
         same = (code[1:] == code[:-1]) & (ts[1:] == ts[:-1])
         if same.any():
             pairs.append(pd.DataFrame({"code": code[1:][same], "ts": ts[1:][same]}))
@@ -723,7 +801,8 @@ def _scan_store(
         """)
         con.unregister("_duplicate_pair_frame")
         duplicates = int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchall()[0][0])
-    return StoreScan(duplicates, int(rows) - duplicates, customers, int(last_us))
+    first_events = pd.concat(firsts, ignore_index=True) if firsts else None
+    return StoreScan(duplicates, int(rows) - duplicates, customers, int(last_us), first_events)
 
 
 def _create_event_views(
@@ -777,10 +856,12 @@ def _create_event_views(
 
 
 def _counts(rejects: pd.DataFrame) -> dict[str, int]:
+    """Rows per reason (quoted values left out), the most frequent first: the main cause."""
     if rejects.empty:
         return {}
-    reasons = rejects["reason"].str.replace(r" '.*'$", "", regex=True)
-    return {str(k): int(v) for k, v in reasons.value_counts().items()}
+    reasons = rejects["reason"].str.replace(r" '.*'$", "", regex=True, flags=re.DOTALL)
+    counts = {str(k): int(v) for k, v in reasons.value_counts().items()}
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def load_and_validate(
@@ -792,16 +873,28 @@ def load_and_validate(
     rejects_dir: Path | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     partition_customers: int = 10_000,
+    columns: ColumnsConfig | None = None,
+    formats: Formats | None = None,
 ) -> ValidatedData:
     """Validate customers then events; write rejects files; fail past ``max_reject_share``.
 
     ``observed_until`` (exclusive, UTC midnight) bounds the log: later events are rejected as in
     the future. When None, the wall clock is the bound and ``report.observed_until`` becomes the
-    day after the last valid event.
+    day after the last valid event. ``columns`` maps our column names to the files'
+    (``columns`` config), ``formats`` how they write numbers and dates (``data`` config).
     """
     con = con or connect()
+    columns = columns or ColumnsConfig()
     not_after = pd.Timestamp(observed_until) if observed_until is not None else _utc_now()
-    customers_df, customer_rejects = validate_customers(con, customers)
+    found: dict[str, str] = {}
+    customers_df, customer_rejects = validate_customers(
+        con,
+        customers,
+        mapping=columns.customers,
+        formats=formats,
+        not_after=_utc_now(),
+        found=found,
+    )
     store = tempfile.TemporaryDirectory(prefix="churn-events-")
     event_rejects, unknown, n_naive, scan = validate_events(
         con,
@@ -810,7 +903,11 @@ def load_and_validate(
         not_after,
         store_dir=Path(store.name),
         partition_customers=partition_customers,
+        mapping=columns.events,
+        formats=formats,
+        found=found,
     )
+    late_signups = _signups_after_first_event(con, scan.first_events)
     n_valid, last_us = scan.rows, scan.last_us
     without = len(customers_df) - scan.customers
     if observed_until is None:
@@ -823,19 +920,41 @@ def load_and_validate(
         events_in=int(n_valid + len(event_rejects)),
         events_valid=int(n_valid),
         event_rejects=_counts(event_rejects),
-        unknown_event_types={str(k): int(v) for k, v in unknown.items()},
+        unknown_event_types={cap(k): int(v) for k, v in unknown.items()},
         naive_timestamps=n_naive,
         customers_in=int(len(customers_df) + len(customer_rejects)),
         customers_valid=len(customers_df),
         customer_rejects=_counts(customer_rejects),
         customers_without_events=int(without),
+        signup_after_first_event=len(late_signups),
         observed_until=pd.Timestamp(observed_until),
+        formats=found,
     )
     if rejects_dir is not None:
         report.rejects_files = _write_rejects(rejects_dir, event_rejects, customer_rejects)
-    _log_report(report)
+    _log_report(report, events, late_signups)
     _check_share(report, max_reject_share, events, customers)
     return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, store)
+
+
+def _signups_after_first_event(
+    con: duckdb.DuckDBPyConnection, first_events: pd.DataFrame | None
+) -> list[str]:
+    """Ids of customers whose signup_at comes after their own first valid event.
+
+    Such a customer (a re-signup, a migrated account, a typo) is outside the base for every
+    as_of before signup_at although the log shows activity then: counted and named in the log
+    (flagged, not changed) so that the user can check signup_at."""
+    if first_events is None or first_events.empty:
+        return []
+    con.register("_first_event_frame", first_events)
+    rows = con.execute("""
+        SELECT k.customer_id FROM _first_event_frame f JOIN customer_codes k USING (code)
+        JOIN customers c USING (customer_id) WHERE c.signup_at > make_timestamp(f.ts)
+        ORDER BY 1
+    """).fetchall()
+    con.unregister("_first_event_frame")
+    return [r[0] for r in rows]
 
 
 def _utc_now() -> pd.Timestamp:
@@ -858,7 +977,23 @@ def _write_rejects(
     return written
 
 
-def _log_report(report: ValidationReport) -> None:
+def _log_report(
+    report: ValidationReport,
+    events: Path | pd.DataFrame | None = None,
+    late_signups: list[str] = (),
+) -> None:
+    if report.events_in == 0:
+        where = f"events file '{cap(events)}'" if isinstance(events, Path | str) else "events"
+        log.warning("%s: no events (a header without rows); check data.events", where)
+    for column, found in report.formats.items():
+        log.info("%s: numbers read with %s (set data.decimal / data.thousands)", column, found)
+    if late_signups:
+        log.warning(
+            "%d customers have events before their signup_at (e.g. %s): they are outside the"
+            " base before signup_at; check signup_at in the customers file",
+            len(late_signups),
+            [cap(c, 40) for c in late_signups[:5]],
+        )
     log.info(
         "events: %d read, %d valid, %d rejected %s",
         report.events_in,
@@ -869,7 +1004,7 @@ def _log_report(report: ValidationReport) -> None:
     if report.unknown_event_types:
         log.warning(
             "event types not in the config's event_types mapping (kept as generic activity): %s",
-            report.unknown_event_types,
+            {cap(k, 80): v for k, v in list(report.unknown_event_types.items())[:20]},
         )
     if report.naive_timestamps:
         log.info("%d timestamps had no time zone and were read as UTC", report.naive_timestamps)
@@ -889,8 +1024,8 @@ def _check_share(
     events: Path | pd.DataFrame,
     customers: Path | pd.DataFrame,
 ) -> None:
+    # customers first: a rejected customer's events are rejected too, so its reason is the cause
     for name, n_in, n_bad, reasons, source in (
-        ("events", report.events_in, report.events_rejected, report.event_rejects, events),
         (
             "customers",
             report.customers_in,
@@ -898,9 +1033,10 @@ def _check_share(
             report.customer_rejects,
             customers,
         ),
+        ("events", report.events_in, report.events_rejected, report.event_rejects, events),
     ):
         if n_in and n_bad / n_in > max_share:
-            where = source if isinstance(source, Path) else f"the {name} input"
+            where = cap(source) if isinstance(source, Path) else f"the {name} input"
             files = ", ".join(report.rejects_files) or "(rejects not written)"
             raise RejectsExceeded(
                 f"{where}: {n_bad} of {n_in} {name} rows rejected ({n_bad / n_in:.2%}), above"
@@ -922,4 +1058,6 @@ def load_inputs(config: Config, con: duckdb.DuckDBPyConnection | None = None) ->
         rejects_dir=config.data.output_dir / "rejects",
         con=con,
         partition_customers=config.validation.partition_customers,
+        columns=config.columns,
+        formats=Formats.of(config.data),
     )

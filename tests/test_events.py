@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import EventTypes
+from pipeline.contract import Formats
 from pipeline.events import (
     InputError,
     KindLayout,
@@ -778,3 +779,81 @@ def test_the_store_packs_type_family_feature_and_severity_into_one_column_and_ba
         "ftc": [-1, 0, big_ftc],
         "severity": [0, 4, 1],
     }
+
+
+# --- the user's formats (data.decimal, thousands, delimiter, dayfirst, epoch_unit) ----------
+
+
+def test_epoch_seconds_and_milliseconds_are_read_as_utc_and_not_naive(
+    event_types: EventTypes,
+) -> None:
+    for unit, scale in (("s", 1), ("ms", 1000)):
+        frame = events([("c1", 1735725600 * scale, "login"), ("c1", "x", "login")])
+        data = load_and_validate(
+            frame.astype({"occurred_at": "str"}),
+            customers("c1"),
+            event_types,
+            max_reject_share=1.0,
+            observed_until=OBSERVED_UNTIL,
+            formats=Formats(epoch_unit=unit),
+        )
+        assert valid_events(data)["occurred_at"].tolist() == [T("2025-01-01 10:00")]
+        assert data.report.naive_timestamps == 0
+        assert data.report.event_rejects == {"unparseable occurred_at": 1}
+
+
+def test_day_first_dates_are_read_when_configured_and_hinted_when_not(
+    event_types: EventTypes,
+) -> None:
+    table = pd.DataFrame({"customer_id": ["c1"], "signup_at": ["04/03/2024 09:30"]})
+    frame = events([("c1", "25.12.2024", "login")])
+    kwargs = {"observed_until": OBSERVED_UNTIL, "max_reject_share": 1.0}
+    data = load_and_validate(frame, table, event_types, formats=Formats(dayfirst=True), **kwargs)
+    assert data.customers["signup_at"].tolist() == [T("2024-03-04 09:30")]
+    assert valid_events(data)["occurred_at"].tolist() == [T("2024-12-25")]
+    plain = load_and_validate(frame, table, event_types, **kwargs)
+    assert plain.customer_rejects["reason"].tolist() == [
+        "unparseable signup_at (day-first date? set data.dayfirst: true) '04/03/2024 09:30'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("formats", "text", "detected"),
+    [
+        (Formats(), "1.234,50", {"customers.mrr": "decimal ',', thousands '.'"}),
+        (Formats(), "1 234,50", {"customers.mrr": "decimal ',', thousands ' '"}),
+        (Formats(), "1,234.50", {"customers.mrr": "decimal '.', thousands ','"}),
+        (Formats(decimal=",", thousands="'"), "1'234,50", {}),
+    ],
+)
+def test_money_in_text_reads_with_configured_or_detected_separators(
+    tmp_path: Path, event_types: EventTypes, formats: Formats, text: str, detected: dict
+) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text(f'customer_id;signup_at;mrr\nc1;2024-01-01;"{text}"\nc2;2024-01-01;"7,00"\n')
+    if "." in text.replace(",", "")[-3:]:  # decimal point: the second value too
+        path.write_text(f'customer_id;signup_at;mrr\nc1;2024-01-01;"{text}"\nc2;2024-01-01;7.00\n')
+    data = load_and_validate(
+        events([("c1", "2025-01-01", "login")]),
+        path,
+        event_types,
+        observed_until=OBSERVED_UNTIL,
+        formats=formats,
+    )
+    assert data.customers["mrr"].tolist() == [1234.5, 7.0]
+    assert data.report.formats == detected
+
+
+def test_a_configured_delimiter_splits_the_rows_and_others_stay_in_values(
+    tmp_path: Path, event_types: EventTypes
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("customer_id|occurred_at|event_type\nc1|2025-01-01|a;b,c\n")
+    data = load_and_validate(
+        path,
+        customers("c1"),
+        event_types,
+        observed_until=OBSERVED_UNTIL,
+        formats=Formats(delimiter="|"),
+    )
+    assert valid_events(data)["event_type"].tolist() == ["a;b,c"]
