@@ -37,7 +37,7 @@ from pipeline.config import (
 )
 from pipeline.events import InputError, ValidatedData
 from pipeline.explain import explain, reference_values, upsell_candidates
-from pipeline.features import KEYS, build_features_for_grid, map_partitions
+from pipeline.features import KEYS, NAN_WHEN_UNDEFINED, build_features_for_grid, map_partitions
 from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import write_frame, write_json
@@ -177,7 +177,8 @@ def reject_reasons(
     - no valid event before as_of although the customer is past onboarding: most often an id
       that does not match the log, and scoring it would read as extreme inactivity;
     - a numeric model feature that is NaN or infinite (the builders never produce one, so it
-      means broken input; the model would silently treat it as missing).
+      means broken input; the model would silently treat it as missing), except NaN in the
+      features that are NaN by design when undefined (``features.NAN_WHEN_UNDEFINED``).
     """
     reason = pd.Series(None, index=frame.index, dtype="str")
     quiet = ~frame["has_events"].to_numpy() & (frame["tenure_days"].to_numpy() >= onboarding_days)
@@ -187,7 +188,9 @@ def reject_reasons(
         if pd.api.types.is_numeric_dtype(column) and not isinstance(
             column.dtype, pd.CategoricalDtype
         ):
-            bad = ~np.isfinite(column.to_numpy(dtype=np.float64)) & reason.isna().to_numpy()
+            values = column.to_numpy(dtype=np.float64)
+            broken = np.isinf(values) if name in NAN_WHEN_UNDEFINED else ~np.isfinite(values)
+            bad = broken & reason.isna().to_numpy()
             reason[bad] = NOT_FINITE.format(feature=name)
     return reason
 
