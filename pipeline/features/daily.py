@@ -391,9 +391,10 @@ def _reduce_days(
 ) -> dict[str, np.ndarray]:
     """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day.
 
-    Counts, first and last times reduce each day's run of events (``reduceat``: no gather per
-    mask); the last payment amount takes the last payment of the day (of two at the same
-    microsecond the larger amount counts as the later, whatever the order the sort left them in).
+    Counts are ``bincount`` over each event's day index; first and last times take the first
+    and last matching event of each day (the arrays are in time order within a day); the last
+    payment amount takes the last payment of the day (of two at the same microsecond the larger
+    amount counts as the later, whatever the order the sort left them in).
     """
     n_days = len(starts)
     if n_days == 0:
@@ -403,14 +404,22 @@ def _reduce_days(
     group = np.cumsum(opens, dtype=np.int32)
 
     def count(mask: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(mask, starts, dtype=np.int32)
+        return np.bincount(group[mask], minlength=n_days).astype(np.int32)
 
     def extreme(mask: np.ndarray, how: str) -> np.ndarray:
-        """Latest / earliest time among the matching events of each day (NaN where none)."""
-        none = -1 if how == "last" else np.iinfo(np.int64).max
-        ufunc = np.maximum if how == "last" else np.minimum
-        found = ufunc.reduceat(np.where(mask, ts, none), starts)
-        return np.where(found == none, np.nan, found.astype(np.float64))
+        """Latest / earliest time among the matching events of each day (NaN where none);
+        the events of a day are in time order."""
+        where = np.flatnonzero(mask)
+        days = group[where]
+        out = np.full(n_days, np.nan, dtype=np.float64)
+        if len(days):
+            edge = (
+                np.r_[days[1:] != days[:-1], True]
+                if how == "last"
+                else np.r_[True, days[1:] != days[:-1]]
+            )
+            out[days[edge]] = ts[where[edge]]
+        return out
 
     def last(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` of the last matching event of each day; equal times: the larger value
