@@ -357,10 +357,11 @@ def _prepend_history(
     at = np.searchsorted(_key(code, day), _key(h_code, history_day)) + np.arange(len(h_code))
     is_history = np.zeros(len(code) + len(h_code), dtype=bool)
     is_history[at] = True
+    rest = np.flatnonzero(~is_history)
 
     def merge(values: np.ndarray, extra: np.ndarray) -> np.ndarray:
         out = np.empty(len(is_history), dtype=values.dtype)
-        out[at], out[~is_history] = extra, values
+        out[at], out[rest] = extra, values
         return out
 
     merged = {}
