@@ -23,10 +23,11 @@ from pipeline.events import KindLayout, time_order
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
 MAX_FEATURES = 64
-FEATURE_WINDOW_DAYS = 90
-"""The longest backward window any feature family sums over; older events only feed the
-"last value before" columns, so a log built for as_of dates ≥ T needs day rows from T − 90 days
-on plus one history row per customer (see ``build_daily_log``'s ``since``)."""
+FEATURE_WINDOW_DAYS = 365
+"""The longest backward window any feature family sums over (``spend_365d``). Older events feed
+only the history row (cumulative counts, sums, first and last values), so a log built for as_of
+dates ≥ T needs day rows from T − 365 days on plus one history row per customer (see
+``build_daily_log``'s ``since``)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class DailyLog:
     """Per product feature, the first day anyone (in any partition) used it."""
     history_day: int | None = None
     """When set, days before it are folded into one row per customer on ``history_day − 1``
-    holding only "last" values (counts 0): window sums must start on or after it."""
+    (see ``HISTORY_FOLDS``): window sums must start on or after it; sums since the first
+    event (``WindowIndex.total_before``) include it."""
 
     @property
     def codes(self) -> np.ndarray:
@@ -123,10 +125,13 @@ def build_daily_log(
     many partitions.
 
     ``since`` (a UTC midnight) keeps day rows only from that day on and folds each customer's
-    older events into one history row (the day before) that carries the "last" columns —
-    latest event times and the latest payment amount — with zero counts. Window sums that
-    start before ``since`` then raise instead of reading zeros; "last before" queries stay exact.
-    A single as_of needs 90 days of day rows instead of the whole log.
+    older events into one history row (the day before), computed in DuckDB without bringing
+    the old events into memory: the counts and the spend summed over them, the number of
+    distinct (active, qualifying, purchase) days among them, the first and last times, the
+    latest payment amount and the last two qualifying days (``HISTORY_FOLDS``). Window sums
+    that start before ``since`` raise instead of reading the folded totals; "first/last
+    before" queries and sums since the first event stay exact. A single as_of needs
+    ``FEATURE_WINDOW_DAYS`` of day rows instead of the whole log.
     """
     if check_order:
         check_customer_order(con, customer_ids)
@@ -176,6 +181,7 @@ def build_daily_log(
     code, day = code[starts], day[starts]
     if history_day is not None:
         code, day, columns = _prepend_history(code, day, columns, history, history_day - 1)
+    _link_active_days(code, columns)
     first_day = np.array(list(features.values()), dtype=np.int64)
     return DailyLog(
         np.asarray(customer_ids),
@@ -214,19 +220,69 @@ def _utc_day(stamp: pd.Timestamp) -> int:
     return int(stamp.value // (US_PER_DAY * 1000))
 
 
-HISTORY_COLUMNS = {
-    "last_event_us": "max(e.ts)",
-    "last_login_us": "max(e.ts) FILTER (e.fc = $login)",
-    "last_feature_us": "max(e.ts) FILTER (e.fc = $feature_use)",
-    "last_complaint_us": "max(e.ts) FILTER (e.fc = $complaint)",
-    "last_active_us": "max(e.ts) FILTER (list_contains($qualifying, e.fc))",
-    "payment_amount": (
-        "arg_max(e.amount, (e.ts, e.amount)) FILTER (e.fc = $payment AND e.amount IS NOT NULL)"
-    ),
+def _count_masks(
+    fc: np.ndarray, severity: np.ndarray, qualifying: list[int]
+) -> dict[str, np.ndarray]:
+    """Which events (or groups of events of one family and severity) each count column counts:
+    one definition for the day rows and the history row."""
+    fam = {name: fc == code for name, code in FAMILY_CODES.items()}
+    support = fam["complaint"] | fam["support_ticket"]
+    return {
+        "n_events": np.ones(len(fc), dtype=bool),
+        "n_login": fam["login"],
+        "n_feature_use": fam["feature_use"],
+        "n_complaint": fam["complaint"],
+        "n_ticket": fam["support_ticket"],
+        "n_payment_failed": fam["payment_failed"],
+        "n_purchase": fam["purchase"],
+        "n_payment": fam["payment"],
+        **{f"n_sev{lvl}": support & (severity == lvl) for lvl in (1, 2, 3, 4)},
+        "n_qualifying": np.isin(fc, qualifying),
+        "spend": fam["purchase"] | fam["payment"],
+    }
+
+
+EXTREME_TIMES = {
+    "last_event_us": ("last", "n_events"),
+    "last_login_us": ("last", "n_login"),
+    "last_feature_us": ("last", "n_feature_use"),
+    "last_complaint_us": ("last", "n_complaint"),
+    "last_active_us": ("last", "n_qualifying"),
+    "last_purchase_us": ("last", "n_purchase"),
+    "first_purchase_us": ("first", "n_purchase"),
+    "first_active_us": ("first", "n_qualifying"),
 }
-"""How each "last" day column folds over all events before ``since`` (the same events and
-the same choice as ``_reduce_days``: the latest matching event; of two payments at the same
-microsecond, the larger amount, so that ties never depend on thread scheduling)."""
+"""First/last event times of the events a count column counts (per day, or over the history)."""
+
+HISTORY_GROUPS_SQL = """
+    SELECT e.code, e.fc, e.severity, count(*) AS n,
+           coalesce(sum(CAST(e.amount AS DECIMAL(38, 8))) FILTER (NOT isnan(e.amount)), 0)::DOUBLE
+               AS amount,
+           min(e.ts) AS first_us, max(e.ts) AS last_us,
+           max(e.ts) FILTER (e.amount IS NOT NULL) AS paid_us,
+           arg_max(e.amount, (e.ts, e.amount)) FILTER (e.amount IS NOT NULL) AS paid_amount
+    FROM events_compact e WHERE {where} AND e.ts < $since
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+"""The events before ``since`` by customer, family and severity (plain aggregates: a GROUP BY
+with twenty FILTER clauses measured 5× slower). Money is summed exactly as DECIMAL: a float
+sum over parallel threads would depend on their scheduling, and runs would not give the same
+bytes twice."""
+
+HISTORY_DAYS_SQL = """
+    WITH days AS (
+        SELECT e.code, e.ts // {day_us} AS day,
+               bool_or(list_contains($qualifying, e.fc)) AS active,
+               bool_or(e.fc = $purchase) AS bought
+        FROM events_compact e WHERE {where} AND e.ts < $since GROUP BY 1, 2)
+    SELECT code, count(*) AS n_active_days,
+           count(*) FILTER (active) AS n_qualifying_days,
+           count(*) FILTER (bought) AS n_purchase_days,
+           (max(day, 2) FILTER (active))[2]::DOUBLE AS prev_active_day
+    FROM days GROUP BY code ORDER BY code
+"""
+"""Distinct days before ``since`` per customer (any event, qualifying, purchase) and the
+qualifying day before the last one."""
 
 
 def _history_rows(
@@ -236,23 +292,55 @@ def _history_rows(
     since_us: int,
     qualifying_families: list[str],
 ) -> dict[str, np.ndarray]:
-    """Per customer with events before ``since_us``: the ``HISTORY_COLUMNS`` over them.
-
-    Reads ``events_stored``: an exact duplicate changes no latest time or amount."""
-    select = ", ".join(f"{sql} AS {name}" for name, sql in HISTORY_COLUMNS.items())
-    params = {
-        **params,
-        "since": since_us,
-        "qualifying": [FAMILY_CODES[f] for f in qualifying_families],
-        **{f: FAMILY_CODES[f] for f in ("login", "feature_use", "complaint", "payment")},
-    }
-    sql = (
-        f"SELECT e.code, {select} FROM events_stored e"
-        f" WHERE {' AND '.join(where)} AND e.ts < $since GROUP BY e.code ORDER BY e.code"
+    """Per customer with events before ``since_us``, one row folding them all: every
+    ``_reduce_days`` column over the whole period (counts and spend summed, first and last
+    times, the latest payment amount), the distinct days and ``prev_active_day``. Computed in
+    DuckDB, so the old events never come into memory."""
+    qualifying = [FAMILY_CODES[f] for f in qualifying_families]
+    params = {**params, "since": since_us, "qualifying": qualifying, **FAMILY_CODES}
+    groups = _query(con, HISTORY_GROUPS_SQL.format(where=" AND ".join(where)), params)
+    days = _query(
+        con, HISTORY_DAYS_SQL.format(where=" AND ".join(where), day_us=US_PER_DAY), params
     )
+    return {**days, **_fold_groups(groups, days["code"], qualifying)}
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> dict[str, np.ndarray]:
     used = {k: v for k, v in params.items() if f"${k}" in sql}
-    rows = con.execute(sql, used).fetchnumpy()
-    return {name: _dense(values) for name, values in rows.items()}
+    return {name: _dense(v) for name, v in con.execute(sql, used).fetchnumpy().items()}
+
+
+def _fold_groups(
+    groups: dict[str, np.ndarray], codes: np.ndarray, qualifying: list[int]
+) -> dict[str, np.ndarray]:
+    """The (customer, family, severity) groups folded into one value per customer of
+    ``codes`` (sorted, the same customers), with the masks the day rows use."""
+    at = np.searchsorted(codes, groups["code"])
+    masks = _count_masks(groups["fc"], groups["severity"], qualifying)
+    n = len(codes)
+
+    def total(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.bincount(at[mask], weights=values[mask], minlength=n)
+
+    out = {name: total(mask, groups["n"]) for name, mask in masks.items() if name != "spend"}
+    out["spend"] = total(masks["spend"], groups["amount"])
+    for name, (how, kind) in EXTREME_TIMES.items():
+        column, ufunc = ("last_us", np.fmax) if how == "last" else ("first_us", np.fmin)
+        out[name] = np.full(n, np.nan)
+        ufunc.at(out[name], at[masks[kind]], groups[column][masks[kind]].astype(np.float64))
+    out["payment_amount"] = _latest_payment(groups, at, n)
+    return out
+
+
+def _latest_payment(groups: dict[str, np.ndarray], at: np.ndarray, n: int) -> np.ndarray:
+    """Amount of each customer's latest payment with an amount (of two at the same time, the
+    larger), NaN where none."""
+    paid = np.flatnonzero((groups["fc"] == FAMILY_CODES["payment"]) & ~np.isnan(groups["paid_us"]))
+    paid = paid[np.lexsort((groups["paid_amount"][paid], groups["paid_us"][paid], at[paid]))]
+    final = np.r_[at[paid][1:] != at[paid][:-1], True] if len(paid) else np.zeros(0, bool)
+    out = np.full(n, np.nan)
+    out[at[paid][final]] = groups["paid_amount"][paid][final]
+    return out
 
 
 def _prepend_history(
@@ -262,19 +350,35 @@ def _prepend_history(
     history: dict[str, np.ndarray],
     history_day: int,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Insert one row per customer of ``history`` on ``history_day`` (before all its day rows),
-    keeping (code, day) order: counts 0, "last" columns from ``history``."""
+    """Insert one row per customer of ``history`` (sorted by code) on ``history_day``, before
+    all its day rows, keeping (code, day) order; columns the history lacks are 0 there."""
     h_code = np.asarray(history["code"], dtype=code.dtype)
-    h_day = np.full(len(h_code), history_day, dtype=day.dtype)
-    order = np.argsort(_key(np.r_[h_code, code], np.r_[h_day, day]), kind="stable")
+    # Both sides are sorted: history row i lands before the first day row of a larger key.
+    at = np.searchsorted(_key(code, day), _key(h_code, history_day)) + np.arange(len(h_code))
+    is_history = np.zeros(len(code) + len(h_code), dtype=bool)
+    is_history[at] = True
+    rest = np.flatnonzero(~is_history)
+
+    def merge(values: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        out = np.empty(len(is_history), dtype=values.dtype)
+        out[at], out[rest] = extra, values
+        return out
+
     merged = {}
     for name, values in columns.items():
-        if name in history:
-            extra = np.asarray(history[name], dtype=np.float64)
-        else:
-            extra = np.zeros(len(h_code), dtype=values.dtype)
-        merged[name] = np.r_[extra.astype(values.dtype), values][order]
-    return np.r_[h_code, code][order], np.r_[h_day, day][order], merged
+        extra = history[name] if name in history else np.zeros(len(h_code))
+        merged[name] = merge(values, np.asarray(extra, dtype=np.float64).astype(values.dtype))
+    h_day = np.full(len(h_code), history_day, dtype=day.dtype)
+    return merge(code, h_code), merge(day, h_day), merged
+
+
+def _link_active_days(code: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Fill ``prev_active_day`` on each day row with qualifying events: the customer's previous
+    qualifying day (from the row before, or the history row's last one). In place."""
+    active = np.flatnonzero(~np.isnan(columns["last_active_us"]))
+    day = columns["last_active_us"][active].astype(np.int64) // US_PER_DAY
+    follows = code[active[1:]] == code[active[:-1]]
+    columns["prev_active_day"][active[1:][follows]] = day[:-1][follows]
 
 
 def _reduce_days(
@@ -288,10 +392,10 @@ def _reduce_days(
 ) -> dict[str, np.ndarray]:
     """Per-day columns from event arrays sorted by (customer, time); ``starts`` opens each day.
 
-    Counts are ``bincount`` over each event's day index; "last" values take the last event of
-    each day among the matching events (the arrays are in time order within a day; of two
-    payments at the same microsecond the larger amount counts as the later, whatever the order
-    the sort left them in).
+    Counts are ``bincount`` over each event's day index; first and last times take the first
+    and last matching event of each day (the arrays are in time order within a day); the last
+    payment amount takes the last payment of the day (of two at the same microsecond the larger
+    amount counts as the later, whatever the order the sort left them in).
     """
     n_days = len(starts)
     if n_days == 0:
@@ -300,46 +404,53 @@ def _reduce_days(
     opens[starts[1:]] = 1
     group = np.cumsum(opens, dtype=np.int32)
 
-    def count(mask: np.ndarray | None = None) -> np.ndarray:
-        rows = group if mask is None else group[mask]
-        return np.bincount(rows, minlength=n_days).astype(np.int32)
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(group[mask], minlength=n_days).astype(np.int32)
 
-    def last(mask: np.ndarray | None, values: np.ndarray, by_value: bool = False) -> np.ndarray:
-        where = np.flatnonzero(mask) if mask is not None else np.arange(len(ts))
-        if by_value:  # equal times: the larger value last (the sort left ties in any order)
-            where = where[np.lexsort((values[where], ts[where], group[where]))]
+    def extreme(mask: np.ndarray, how: str) -> np.ndarray:
+        """Latest / earliest time among the matching events of each day (NaN where none);
+        the events of a day are in time order."""
+        where = np.flatnonzero(mask)
+        days = group[where]
+        out = np.full(n_days, np.nan, dtype=np.float64)
+        if len(days):
+            edge = (
+                np.r_[days[1:] != days[:-1], True]
+                if how == "last"
+                else np.r_[True, days[1:] != days[:-1]]
+            )
+            out[days[edge]] = ts[where[edge]]
+        return out
+
+    def last(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` of the last matching event of each day; equal times: the larger value
+        last (the sort left ties in any order)."""
+        where = np.flatnonzero(mask)
+        where = where[np.lexsort((values[where], ts[where], group[where]))]
         days = group[where]
         final = np.r_[days[1:] != days[:-1], True] if len(days) else np.zeros(0, bool)
         out = np.full(n_days, np.nan, dtype=np.float64)
         out[days[final]] = values[where[final]]
         return out
 
-    fam = {name: fc == code for name, code in FAMILY_CODES.items()}
-    support = fam["complaint"] | fam["support_ticket"]
-    qualifies = np.isin(fc, qualifying)
-    money = np.where(fam["purchase"] | fam["payment"], np.nan_to_num(amount), 0.0)
+    masks = _count_masks(fc, severity, qualifying)
+    money = np.where(masks["spend"], np.nan_to_num(amount), 0.0)
+    payment = (fc == FAMILY_CODES["payment"]) & ~np.isnan(amount)
     feature_mask = np.zeros(n_days, dtype=np.uint64)
     for b in np.unique(bit[bit >= 0]):
         used = count(bit == b) > 0
         feature_mask |= used.astype(np.uint64) << np.uint64(b)
+    counts = {name: count(mask) for name, mask in masks.items() if name != "spend"}
+    times = {name: extreme(masks[kind], how) for name, (how, kind) in EXTREME_TIMES.items()}
     return {
-        "n_events": count(),
-        "n_login": count(fam["login"]),
-        "n_feature_use": count(fam["feature_use"]),
-        "n_complaint": count(fam["complaint"]),
-        "n_ticket": count(fam["support_ticket"]),
-        "n_payment_failed": count(fam["payment_failed"]),
-        "n_purchase": count(fam["purchase"]),
-        "n_payment": count(fam["payment"]),
-        **{f"n_sev{lvl}": count(support & (severity == lvl)) for lvl in (1, 2, 3, 4)},
-        "n_qualifying": count(qualifies),
-        "last_event_us": last(None, ts),
-        "last_login_us": last(fam["login"], ts),
-        "last_feature_us": last(fam["feature_use"], ts),
-        "last_complaint_us": last(fam["complaint"], ts),
-        "last_active_us": last(qualifies, ts),
+        **counts,
+        "n_active_days": np.ones(n_days, dtype=np.int32),
+        "n_qualifying_days": (counts["n_qualifying"] > 0).astype(np.int32),
+        "n_purchase_days": (counts["n_purchase"] > 0).astype(np.int32),
+        **times,
+        "prev_active_day": np.full(n_days, np.nan),
         "spend": np.bincount(group, weights=money, minlength=n_days),
-        "payment_amount": last(fam["payment"] & ~np.isnan(amount), amount, by_value=True),
+        "payment_amount": last(payment, amount),
         "feature_mask": feature_mask,
     }
 
@@ -358,11 +469,18 @@ DAILY_COLUMNS = (
     "n_sev3",
     "n_sev4",
     "n_qualifying",
+    "n_active_days",
+    "n_qualifying_days",
+    "n_purchase_days",
     "last_event_us",
     "last_login_us",
     "last_feature_us",
     "last_complaint_us",
     "last_active_us",
+    "last_purchase_us",
+    "first_purchase_us",
+    "first_active_us",
+    "prev_active_day",
     "spend",
     "payment_amount",
     "feature_mask",
@@ -390,6 +508,7 @@ class WindowIndex:
         self._key = daily.key
         self._cumsums: dict[str, np.ndarray] = {}
         self._positions: dict[int, np.ndarray] = {}
+        self._starts: np.ndarray | None = None
 
     def _position(self, offset_days: int) -> np.ndarray:
         """Index of the first daily row at or after (customer, as_of day + offset)."""
@@ -432,6 +551,31 @@ class WindowIndex:
         cs = self._cumsum(name, values)
         total = cs[self._position(end)] - cs[self._position(start)]
         return total.astype(np.float64) if total.dtype == np.longdouble else total
+
+    def total_before(self, column: str, values: np.ndarray | None = None) -> np.ndarray:
+        """Sum of ``column`` (or of the per-row ``values`` cached under that name) over every
+        row of the customer before as_of: since the first event, history row included."""
+        values = self.daily.columns[column] if values is None else values
+        if self._starts is None:
+            self._starts = np.searchsorted(self._key, _key(self.q_code, 0), side="left")
+        cs = self._cumsum(column, values)
+        total = cs[self._position(0)] - cs[self._starts]
+        return total.astype(np.float64) if total.dtype == np.longdouble else total
+
+    def first_before(self, column: str, present: str | None = None) -> np.ndarray:
+        """Value of ``column`` on the customer's earliest row before as_of where it is present
+        (``present > 0`` when given, else not NaN); NaN where none."""
+        values = self.daily.columns[column]
+        rows = np.flatnonzero(self.daily.columns[present] > 0 if present else ~np.isnan(values))
+        out = np.full(len(self.q_code), np.nan)
+        if not len(rows):
+            return out
+        keys = self._key[rows]
+        pos = np.minimum(np.searchsorted(keys, _key(self.q_code, 0), side="left"), len(rows) - 1)
+        # A key in [(customer, day 0), (customer, as_of day)) is this customer's, before as_of.
+        found = (keys[pos] >= _key(self.q_code, 0)) & (keys[pos] < _key(self.q_code, self.q_day))
+        out[found] = values[rows[pos[found]]]
+        return out
 
     def last_before(self, column: str, end: int = 0, present: str | None = None) -> np.ndarray:
         """Value of ``column`` on the latest day before as_of + end where it is present.
