@@ -51,9 +51,10 @@ class Phrase:
 
     ``template``: ``{n}`` is the written value, ``{s}`` "s" unless the value is 1. ``when``:
     which values make a reason (``positive`` > 0, ``negative`` < 0 written without its sign,
-    ``below_one`` a ratio under 1, ``any``). ``zero``: the sentence for a value of 0 (None: no
-    reason). ``missing``: the sentence for a missing value (None: no reason). ``fmt``: ``int``,
-    ``pct``, ``money``, ``severity``, ``text``, ``month`` (ordinal month of tenure), ``stage``.
+    ``below_one`` a ratio under 1, ``above_one`` a ratio from 1.05, ``any``). ``zero``: the
+    sentence for a value of 0 (None: no reason). ``missing``: the sentence for a missing value
+    (None: no reason). ``fmt``: ``int``, ``pct``, ``money``, ``severity``, ``text``, ``month``
+    (ordinal month of tenure), ``stage``, ``ratio`` (one decimal, e.g. 2.4).
     ``compare``: quote the low-risk peers' median. ``signals``: event families the feature reads;
     when the log holds none of them the feature is never a reason.
     """
@@ -92,6 +93,7 @@ def _count(
 LOGIN, USE = ("login",), ("feature_use",)
 COMPLAINT, TICKET, FAILED = ("complaint",), ("support_ticket",), ("payment_failed",)
 SPEND = ("purchase", "payment")
+PURCHASE = ("purchase",)
 PHRASES: dict[str, Phrase] = {
     "days_since_last_event": Phrase(
         "inactivity", "no activity of any kind for {n} day{s}", compare=True, higher_is_worse=True
@@ -122,6 +124,9 @@ PHRASES: dict[str, Phrase] = {
     "events_7d": _count("event", 7, (), "inactivity", kind=" of any kind"),
     "events_30d": _count("event", 30, (), "inactivity", kind=" of any kind"),
     "events_90d": _count("event", 90, (), "inactivity", kind=" of any kind"),
+    "events_180d": _count("event", 180, (), "inactivity", kind=" of any kind"),
+    "events_365d": _count("event", 365, (), "inactivity", kind=" of any kind"),
+    "events_lifetime": Phrase("inactivity", "{n} event{s} since signup", compare=True),
     "logins_7d": _count("login", 7, LOGIN, "inactivity"),
     "logins_30d": _count("login", 30, LOGIN, "inactivity"),
     "logins_90d": _count("login", 90, LOGIN, "inactivity"),
@@ -136,6 +141,57 @@ PHRASES: dict[str, Phrase] = {
         "active on {n} of the last 90 days",
         zero="not active in the last 90 days",
         compare=True,
+    ),
+    "active_days_180d": Phrase(
+        "inactivity",
+        "active on {n} of the last 180 days",
+        zero="not active in the last 180 days",
+        compare=True,
+    ),
+    "active_days_365d": Phrase(
+        "inactivity",
+        "active on {n} of the last 365 days",
+        zero="not active in the last 365 days",
+        compare=True,
+    ),
+    "active_days_lifetime": Phrase("inactivity", "active on {n} day{s} since signup", compare=True),
+    "days_since_last_purchase": Phrase(
+        "inactivity",
+        "no purchase for {n} day{s}",
+        missing="no purchase yet",
+        compare=True,
+        higher_is_worse=True,
+        signals=PURCHASE,
+    ),
+    "purchases_lifetime": Phrase(
+        "inactivity",
+        "{n} purchase{s} so far",
+        zero="no purchase yet",
+        compare=True,
+        signals=PURCHASE,
+    ),
+    "repeat_purchases_lifetime": Phrase(
+        "inactivity",
+        "bought again on {n} day{s} after the first purchase",
+        zero="never bought again after the first purchase",
+        compare=True,
+        signals=PURCHASE,
+    ),
+    "overdue_ratio": Phrase(
+        "inactivity",
+        "quiet for {n}× their usual gap between active days",
+        when="above_one",
+        fmt="ratio",
+    ),
+    "last_gap_days": Phrase(
+        "inactivity",
+        "{n} day{s} between their last two active days",
+        compare=True,
+        higher_is_worse=True,
+    ),
+    "mean_gap_days": Phrase("inactivity", "usually active every {n} day{s}", when="positive"),
+    "days_since_first_purchase": Phrase(
+        "onboarding", "first purchase {n} day{s} ago", when="positive", signals=PURCHASE
     ),
     "events_30d_vs_prev_30d": Phrase(
         "inactivity", "activity down to {n} of the previous 30 days", when="below_one", fmt="pct"
@@ -210,7 +266,18 @@ PHRASES: dict[str, Phrase] = {
         compare=True,
         signals=SPEND,
     ),
+    "spend_180d": Phrase(
+        "value",
+        "spent {n} in the last 180 days",
+        fmt="money",
+        zero="no spend in the last 180 days",
+        compare=True,
+        signals=SPEND,
+    ),
     "spend_lifetime": Phrase("value", "spent {n} since signup", fmt="money", signals=SPEND),
+    "spend_per_purchase_lifetime": Phrase(
+        "value", "spends {n} per purchase", fmt="money", compare=True, signals=PURCHASE
+    ),
     "mrr": Phrase("value", "pays {n} a month", fmt="money"),
     "mrr_change_90d": Phrase(
         "value", "MRR down by {n} in the last 90 days", when="negative", fmt="money"
@@ -221,7 +288,16 @@ PHRASES: dict[str, Phrase] = {
     "plan": Phrase("value", "on the {n} plan", when="any", fmt="text"),
 }
 """Known features; any other numeric feature reads ``<name>: <value>`` in family ``other``."""
-CONTEXT = frozenset({"tenure_days", "lifecycle_stage", "days_to_anniversary", "plan"})
+CONTEXT = frozenset(
+    {
+        "tenure_days",
+        "lifecycle_stage",
+        "days_to_anniversary",
+        "plan",
+        "mean_gap_days",
+        "days_since_first_purchase",
+    }
+)
 """Context features: written as context, never compared with a reference."""
 
 
@@ -324,6 +400,8 @@ def written(values: np.ndarray, fmt: str) -> np.ndarray:
         return tenure_words(np.nan_to_num(v))
     if fmt == "money":
         return thousands(whole)
+    if fmt == "ratio":
+        return np.char.mod("%.1f", np.nan_to_num(v))
     text = whole.astype(str)
     return np.strings.add(text, "%") if fmt == "pct" else text
 
@@ -402,6 +480,8 @@ def _wanted(v: np.ndarray, when: str) -> np.ndarray:
         return v < 0
     if when == "below_one":
         return v < 1
+    if when == "above_one":
+        return v >= 1.05
     return np.ones(len(v), dtype=bool)
 
 

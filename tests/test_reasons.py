@@ -58,6 +58,24 @@ def first_reason(feature: str, value, stage: str | None = None, refs=None):
         ),
         ("max_severity_90d", 3, "worst complaint or ticket in the last 90 days: high", "complaint"),
         ("days_since_last_complaint", 12.0, "last complaint 12 days ago", "complaint"),
+        ("days_since_last_purchase", 47.6, "no purchase for 48 days", "inactivity"),
+        ("days_since_last_purchase", float("nan"), "no purchase yet", "inactivity"),
+        (
+            "repeat_purchases_lifetime",
+            0,
+            "never bought again after the first purchase",
+            "inactivity",
+        ),
+        (
+            "repeat_purchases_lifetime",
+            1,
+            "bought again on 1 day after the first purchase",
+            "inactivity",
+        ),
+        ("overdue_ratio", 2.44, "quiet for 2.4× their usual gap between active days", "inactivity"),
+        ("active_days_365d", 0, "not active in the last 365 days", "inactivity"),
+        ("events_180d", 3, "3 events of any kind in the last 180 days", "inactivity"),
+        ("spend_per_purchase_lifetime", 1234.4, "spends 1,234 per purchase", "value"),
         ("tickets_30d", 3, "3 support tickets in the last 30 days", "support"),
         ("payment_failures_90d", 3, "3 failed payments in the last 90 days", "payment"),
         ("days_to_anniversary", 49.0, "renewal in 49 days", "renewal"),
@@ -139,7 +157,14 @@ def test_context_features_are_never_compared() -> None:
     peers = pd.DataFrame({name: [10.0] for name in ("tenure_days", "days_to_anniversary")})
     refs = reference_values(peers, np.array([True]), ["tenure_days", "days_to_anniversary"])
     assert refs.columns.empty
-    assert {"tenure_days", "days_to_anniversary", "plan", "lifecycle_stage"} == set(CONTEXT)
+    assert {
+        "tenure_days",
+        "days_to_anniversary",
+        "plan",
+        "lifecycle_stage",
+        "mean_gap_days",
+        "days_since_first_purchase",
+    } == set(CONTEXT)
     assert not any(PHRASES[name].compare for name in CONTEXT)
 
 
@@ -192,3 +217,8 @@ def test_the_catalogue_holds_an_action_per_family_of_the_seeds() -> None:
         "upsell",
     ):
         assert ACTIONS[family]
+
+
+def test_an_overdue_ratio_near_or_below_one_is_no_reason() -> None:
+    assert first_reason("overdue_ratio", 0.8)[0] is None
+    assert first_reason("overdue_ratio", 1.02)[0] is None
