@@ -106,9 +106,10 @@ class LabelConfig(_Section):
     qualifying_families: list[str] = ["login", "feature_use", "purchase"]
     """Events of these families count as use of the product: the ``inactivity`` label, the
     ``days_since_last_activity`` feature and the "30 days inactive" rule read them."""
-    active_window_days: Annotated[int, Field(gt=0)] = 365
-    """For ``inactivity``: a customer is in the base at as_of when they had a qualifying event
-    in [as_of − active_window_days, as_of); lapsed customers are not scored."""
+    active_window_days: Annotated[int, Field(gt=0)] | None = None
+    """For ``inactivity``: every customer with a qualifying event before as_of is in the base.
+    When set, it narrows the base to a qualifying event in [as_of − active_window_days, as_of):
+    the others are ``lapsed``, not trained on and listed as scoring rejects with that reason."""
 
     @field_validator("qualifying_families")
     @classmethod

@@ -39,20 +39,43 @@ def inactivity_labels(grid: Grid, horizon_days: int) -> np.ndarray:
     return (future == 0).astype(np.float64)
 
 
-def in_base(grid: Grid, config: LabelConfig) -> np.ndarray:
-    """Which grid rows belong to the customer base under the label definition.
+def ever_active(grid: Grid) -> np.ndarray:
+    """A qualifying event at any time before as_of (history row included)."""
+    return grid.index.total_before("n_qualifying") > 0
 
-    ``cancellation``: every grid row (signed up before as_of, not churned before it).
-    ``inactivity``: also a qualifying event in [as_of − active_window_days, as_of).
-    """
-    if config.definition == "cancellation":
+
+def recently_active(grid: Grid, config: LabelConfig) -> np.ndarray:
+    """A qualifying event in [as_of − active_window_days, as_of); everyone when it is None."""
+    if config.active_window_days is None:
         return np.ones(len(grid.keys), dtype=bool)
     return grid.index.window_sum("n_qualifying", -config.active_window_days) > 0
 
 
-def lookback_days(config: LabelConfig) -> int:
-    """Days before as_of that features plus ``in_base`` read (for ``map_partitions``)."""
+def in_base(grid: Grid, config: LabelConfig) -> np.ndarray:
+    """Which grid rows are trained on and scored under the label definition.
+
+    ``cancellation``: every grid row (signed up before as_of, not churned before it).
+    ``inactivity``: a qualifying event before as_of and, when ``active_window_days`` is set,
+    one within it (see ``lapsed``).
+    """
     if config.definition == "cancellation":
+        return np.ones(len(grid.keys), dtype=bool)
+    return ever_active(grid) & recently_active(grid, config)
+
+
+def lapsed(grid: Grid, config: LabelConfig) -> np.ndarray:
+    """``inactivity`` rows active before as_of but not within ``active_window_days``: the
+    customers the optional window drops from the base (none when it is not set)."""
+    if config.definition == "cancellation":
+        return np.zeros(len(grid.keys), dtype=bool)
+    return ever_active(grid) & ~recently_active(grid, config)
+
+
+def lookback_days(config: LabelConfig) -> int:
+    """Days before as_of that features plus ``in_base`` read (for ``map_partitions``): the
+    longest feature window, or the active window when it is longer (activity before as_of at
+    all comes from the history row's totals)."""
+    if config.definition == "cancellation" or config.active_window_days is None:
         return FEATURE_WINDOW_DAYS
     return max(FEATURE_WINDOW_DAYS, config.active_window_days)
 

@@ -18,12 +18,18 @@ COUNTS = (
     "feature_uses_30d", "feature_uses_90d", "active_days_30d", "active_days_90d",
     "distinct_features_30d", "distinct_features_90d", "complaints_30d", "complaints_90d",
     "tickets_30d", "tickets_90d", "serious_complaints_30d", "payment_failures_30d",
-    "payment_failures_90d",
+    "payment_failures_90d", "events_lifetime", "purchases_lifetime", "active_days_lifetime",
+    "repeat_purchases_lifetime", "active_days_180d", "active_days_365d", "events_180d",
+    "events_365d",
 )  # fmt: skip
 DAYS = (
     "days_since_last_event", "days_since_last_activity", "days_since_last_login",
     "days_since_last_feature_use", "days_since_last_complaint", "tenure_days",
+    "days_since_first_purchase", "days_since_last_purchase",
 )  # fmt: skip
+MONEY = ("spend_90d", "spend_180d", "spend_365d", "spend_lifetime", "spend_per_purchase_lifetime")
+GAPS = ("mean_gap_days", "last_gap_days")
+"""Days between distinct active days: at least 1 when defined."""
 
 
 class ContractError(ValueError):
@@ -32,7 +38,8 @@ class ContractError(ValueError):
 
 def _features_schema() -> pa.DataFrameSchema:
     """Ranges per feature. Floats may be NaN here: scoring rejects such rows with a reason
-    instead of failing the run (``score.reject_reasons``)."""
+    instead of failing the run (``score.reject_reasons``), except the features that are NaN by
+    design when undefined (``features.NAN_WHEN_UNDEFINED``)."""
     non_negative = pa.Check.ge(0)
     columns = {
         "customer_id": pa.Column(str, nullable=False),
@@ -44,7 +51,9 @@ def _features_schema() -> pa.DataFrameSchema:
         "active_days_30d_change": pa.Column("int64", pa.Check.in_range(-30, 30)),
         "feature_breadth_90d": pa.Column(float, pa.Check.in_range(0, 1), nullable=True),
         "max_severity_90d": pa.Column("int64", pa.Check.in_range(0, 4)),
-        "spend_90d": pa.Column(float, non_negative, nullable=True),
+        **{c: pa.Column(float, non_negative, nullable=True) for c in MONEY},
+        **{c: pa.Column(float, pa.Check.ge(1), nullable=True) for c in GAPS},
+        "overdue_ratio": pa.Column(float, non_negative, nullable=True),
         "mrr": pa.Column(float, non_negative, nullable=True),
         "mrr_change_90d": pa.Column(float, nullable=True),
         "lifecycle_stage": pa.Column(pd.CategoricalDtype(STAGES)),

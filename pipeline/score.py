@@ -12,8 +12,9 @@ Time semantics: as_of is a UTC midnight; features see events strictly before it.
 of the log would read as inactivity.
 
 The base at as_of: valid customers signed up before as_of and not churned before it (for the
-``inactivity`` label, also used within ``active_window_days``). Reconciliation, checked on every
-run: customers in the base = scored + rejected.
+``inactivity`` label, also a qualifying event before as_of). Reconciliation, checked on every
+run: customers in the base = scored + rejected; customers that the optional
+``label.active_window_days`` drops are rejects with the reason ``lapsed`` (counted as ``lapsed``).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from pipeline.config import (
 )
 from pipeline.events import InputError, ValidatedData
 from pipeline.explain import explain, reference_values, upsell_candidates
-from pipeline.features import KEYS, build_features_for_grid, map_partitions
+from pipeline.features import KEYS, NAN_WHEN_UNDEFINED, build_features_for_grid, map_partitions
 from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import write_frame, write_json
-from pipeline.labels import in_base, lookback_days
+from pipeline.labels import in_base, lapsed, lookback_days
 from pipeline.model import ModelBundle
 from pipeline.schemas import FEATURES, SCORES, check
 from pipeline.tiers import assign_tiers, describe_policy, escalation_flags
@@ -53,6 +54,10 @@ NO_EVENTS = (
     "no events at all before as_of and not new (tenure ≥ {days} days): check its id in the log"
 )
 NOT_FINITE = "feature '{feature}' is not a finite number"
+LAPSED = (
+    "lapsed: no qualifying event within label.active_window_days before as_of"
+    " (unset it to score every customer active before as_of)"
+)
 
 
 class ScoringError(InputError):
@@ -125,7 +130,14 @@ def _from_card(kind: type, payload: dict | None, configured, section: str):
 def build_base(
     data: ValidatedData, as_of: pd.Timestamp, features: FeatureConfig, label: LabelConfig
 ) -> Base:
-    """One feature pass at ``as_of`` for every valid customer in the base (see module doc)."""
+    """One feature pass at ``as_of`` for every valid customer in the base (see module doc).
+
+    ``counts``: ``lapsed_not_in_base`` = eligible customers outside the base (``inactivity``:
+    no qualifying event at all before as_of); with ``inactivity`` also ``lapsed`` = base
+    customers dropped by ``label.active_window_days``: they stay in ``features`` with
+    ``lapsed`` True and become rejects with that reason, so base = scored + rejected, of which
+    ``lapsed`` are the lapsed ones.
+    """
     customers = data.customers
 
     def base_rows(grid: Grid) -> pd.DataFrame:
@@ -134,7 +146,8 @@ def build_base(
         frame["segment"] = grid.customers["segment"].astype("str").to_numpy()
         frame["last_activity_at"] = _timestamps(grid.index.last_before("last_active_us"))
         frame["has_events"] = ~np.isnan(grid.index.last_before("last_event_us"))
-        frame["in_base"] = in_base(grid, label)
+        frame["lapsed"] = lapsed(grid, label)
+        frame["in_base"] = in_base(grid, label) | frame["lapsed"].to_numpy()
         return frame
 
     frame = map_partitions(
@@ -157,6 +170,8 @@ def build_base(
         "lapsed_not_in_base": int((~member).sum()),
         "base": int(member.sum()),
     }
+    if label.definition == "inactivity":
+        counts["lapsed"] = int(frame.loc[member, "lapsed"].sum())
     n_features = len(product_features(data.con))
     return Base(frame[member].reset_index(drop=True), counts, n_features, as_of)
 
@@ -174,20 +189,26 @@ def reject_reasons(
 ) -> pd.Series:
     """Why a base row cannot be scored, or missing when it can (first reason wins).
 
+    - lapsed: no qualifying event within ``label.active_window_days`` (``frame["lapsed"]``);
     - no valid event before as_of although the customer is past onboarding: most often an id
       that does not match the log, and scoring it would read as extreme inactivity;
     - a numeric model feature that is NaN or infinite (the builders never produce one, so it
-      means broken input; the model would silently treat it as missing).
+      means broken input; the model would silently treat it as missing), except NaN in the
+      features that are NaN by design when undefined (``features.NAN_WHEN_UNDEFINED``).
     """
     reason = pd.Series(None, index=frame.index, dtype="str")
+    if "lapsed" in frame:  # base rows the optional active window drops (``build_base``)
+        reason[frame["lapsed"].to_numpy(dtype=bool)] = LAPSED
     quiet = ~frame["has_events"].to_numpy() & (frame["tenure_days"].to_numpy() >= onboarding_days)
-    reason[quiet] = NO_EVENTS.format(days=onboarding_days)
+    reason[quiet & reason.isna().to_numpy()] = NO_EVENTS.format(days=onboarding_days)
     for name in feature_names:
         column = frame[name]
         if pd.api.types.is_numeric_dtype(column) and not isinstance(
             column.dtype, pd.CategoricalDtype
         ):
-            bad = ~np.isfinite(column.to_numpy(dtype=np.float64)) & reason.isna().to_numpy()
+            values = column.to_numpy(dtype=np.float64)
+            broken = np.isinf(values) if name in NAN_WHEN_UNDEFINED else ~np.isfinite(values)
+            bad = broken & reason.isna().to_numpy()
             reason[bad] = NOT_FINITE.format(feature=name)
     return reason
 

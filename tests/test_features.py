@@ -17,7 +17,13 @@ from support import ALL_FAMILIES
 
 from pipeline.config import FeatureConfig
 from pipeline.events import load_and_validate
-from pipeline.features import KEYS, build_daily_log, build_features, feature_columns
+from pipeline.features import (
+    KEYS,
+    NAN_WHEN_UNDEFINED,
+    build_daily_log,
+    build_features,
+    feature_columns,
+)
 from pipeline.features.grid import build_grid
 from pipeline.features.lifecycle import STAGES
 
@@ -229,7 +235,9 @@ def test_a_customer_with_no_events_gets_defined_values_for_every_feature(
     want = expected(columns, ["c2"])
     pd.testing.assert_frame_equal(pick(row, want), want)
     assert row.loc[0, "lifecycle_stage"] == "onboarding"
-    assert not row[feature_columns(row)].isna().any().any()
+    defined = [c for c in feature_columns(row) if c not in NAN_WHEN_UNDEFINED]
+    assert not row[defined].isna().any().any()
+    assert row[list(NAN_WHEN_UNDEFINED)].isna().all().all()  # no purchase, no active day
 
 
 def test_breadth_counts_distinct_features_not_uses_and_shares_the_known_features(
@@ -470,7 +478,7 @@ def test_several_as_of_dates_in_one_call_equal_separate_single_date_calls(
     assert together["as_of"].tolist() == [dates[0], *[d for d in dates[1:] for _ in "12"]]
 
 
-def test_a_daily_log_built_since_a_day_folds_older_events_into_one_history_row(
+def test_a_daily_log_built_since_a_day_folds_older_events_into_one_history_row_of_totals(
     validate,
 ) -> None:
     events = log(
@@ -491,8 +499,13 @@ def test_a_daily_log_built_since_a_day_folds_older_events_into_one_history_row(
     assert daily.code.tolist() == [0, 0, 0]
     assert daily.day.tolist() == [since_day - 1, since_day, since_day + 62]
     cols = daily.columns
-    assert cols["n_events"].tolist() == [0, 1, 1]  # the history row counts nothing
-    assert cols["n_complaint"].tolist() == [0, 0, 0]
+    assert cols["n_events"].tolist() == [4, 1, 1]  # the history row folds the older counts
+    assert cols["n_complaint"].tolist() == [1, 0, 0]
+    assert cols["n_payment"].tolist() == [2, 0, 0]
+    assert cols["spend"].tolist() == [190.0, 0.0, 0.0]
+    assert cols["n_active_days"].tolist() == [4, 1, 1]
+    assert cols["n_qualifying_days"].tolist() == [1, 1, 1]
+    assert cols["prev_active_day"][1:].tolist() == [since_day - 11, since_day]
     assert cols["payment_amount"][0] == 100.0
     assert np.isnan(cols["payment_amount"][1:]).all()
     us = lambda s: T(s).value // 1000  # noqa: E731

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +11,9 @@ import pytest
 
 from pipeline.config import LabelConfig
 from pipeline.events import ValidatedData
-from pipeline.features import DailyLog
+from pipeline.features import FEATURE_WINDOW_DAYS, DailyLog, build_daily_log
 from pipeline.features.grid import build_grid
-from pipeline.labels import build_labels, label_known
+from pipeline.labels import build_labels, in_base, label_known, lapsed, lookback_days
 
 pytestmark = pytest.mark.code
 
@@ -189,3 +190,97 @@ def test_labels_for_several_as_of_dates_come_ordered_by_as_of_then_customer(
         [T("2025-01-01"), T("2025-01-01"), T("2025-02-01"), T("2025-02-01")],
     )
     pd.testing.assert_frame_equal(got, want)
+
+
+INACTIVITY_ALL = INACTIVITY_30D.model_copy(update={"active_window_days": None})
+LAPSING = log(
+    [
+        ("c1", "2025-02-20", "login"),  # active recently
+        ("c2", "2024-03-01", "purchase"),  # active once, a year ago: lapsed under a 60-day window
+        ("c2", "2025-02-15", "complaint"),  # not qualifying
+        ("c3", "2025-02-15", "complaint"),  # never a qualifying event: never in the base
+        ("c4", "2025-03-01", "login"),  # first qualifying event exactly at as_of: the future
+    ]
+)
+LAPSING_CUSTOMERS = customers([(f"c{i}", "2024-01-01") for i in range(1, 5)])
+
+
+def test_by_default_the_inactivity_base_is_everyone_with_a_qualifying_event_before_as_of(
+    load_daily: LoadDaily,
+) -> None:
+    assert LabelConfig(definition="inactivity").active_window_days is None
+    got = labels(load_daily, LAPSING, LAPSING_CUSTOMERS, INACTIVITY_ALL, [A])
+    pd.testing.assert_frame_equal(got, expected(["c1", "c2"], [1.0, 1.0]))
+
+
+def test_an_active_window_narrows_the_base_and_the_rest_are_lapsed(
+    load_daily: LoadDaily,
+) -> None:
+    got = labels(load_daily, LAPSING, LAPSING_CUSTOMERS, INACTIVITY_30D, [A])
+    pd.testing.assert_frame_equal(got, expected(["c1"], [1.0]))
+    data, daily = load_daily(LAPSING, LAPSING_CUSTOMERS, qualifying=["login", "purchase"])
+    grid = build_grid(daily, data.customers, pd.DatetimeIndex([A]))
+    assert grid.keys["customer_id"].tolist() == ["c1", "c2", "c3", "c4"]
+    assert lapsed(grid, INACTIVITY_30D).tolist() == [False, True, False, False]
+    assert lapsed(grid, INACTIVITY_ALL).tolist() == [False, False, False, False]
+    assert lapsed(grid, CANCELLATION_30D).tolist() == [False, False, False, False]
+
+
+def test_the_inactivity_base_counts_activity_folded_into_the_history_row(validate) -> None:
+    data = validate(LAPSING, LAPSING_CUSTOMERS)
+    ids = data.customers["customer_id"].to_numpy()
+    since = A - pd.Timedelta(days=lookback_days(INACTIVITY_ALL))
+    assert since == T("2024-03-01")  # c2's purchase is the first instant of the day rows
+    for start in (since, since + pd.Timedelta(days=1)):  # a day row, then the history row
+        daily = build_daily_log(data.con, ids, ["login", "purchase"], since=start)
+        grid = build_grid(daily, data.customers, pd.DatetimeIndex([A]))
+        assert in_base(grid, INACTIVITY_ALL).tolist() == [True, True, False, False]
+
+
+def test_lookback_covers_the_longest_feature_window_and_a_longer_active_window() -> None:
+    assert lookback_days(CANCELLATION_30D) == FEATURE_WINDOW_DAYS == 365
+    assert lookback_days(INACTIVITY_ALL) == FEATURE_WINDOW_DAYS
+    assert lookback_days(INACTIVITY_30D) == FEATURE_WINDOW_DAYS
+    longer = INACTIVITY_30D.model_copy(update={"active_window_days": 500})
+    assert lookback_days(longer) == 500
+
+
+def test_scoring_lists_lapsed_customers_as_rejects_and_counts_them(validate) -> None:
+    from test_score import config, tiny_bundle
+
+    from pipeline.config import FeatureConfig, TierConfig
+    from pipeline.score import LAPSED, build_base, score_base
+
+    table = LAPSING_CUSTOMERS.assign(mrr=10.0, owner="ann")
+    data = validate(LAPSING, table)
+    window = INACTIVITY_30D.model_copy(update={"qualifying_families": ["login", "purchase"]})
+    counts = {}
+    for label in (INACTIVITY_ALL, window):
+        base = build_base(data, A, FeatureConfig(), label)
+        result = score_base(
+            base, tiny_bundle(), config(Path(".")), FeatureConfig(), TierConfig(), 30
+        )
+        counts[label.active_window_days] = result.summary["customers"]
+        rejects = result.rejects[["customer_id", "reason"]].to_dict("records")
+        scored = result.scores["customer_id"].tolist()
+        if label.active_window_days is None:
+            assert (scored, rejects) == (["c1", "c2"], [])
+        else:
+            assert (scored, rejects) == (["c1"], [{"customer_id": "c2", "reason": LAPSED}])
+    common = {"customers_valid": 4, "not_yet_signed_up": 0, "churned_before_as_of": 0}
+    assert counts[None] == common | {
+        "lapsed_not_in_base": 2,  # c3 (no qualifying event), c4 (only at as_of)
+        "base": 2,
+        "lapsed": 0,
+        "scored": 2,
+        "rejected": 0,
+        "reconciled": True,
+    }
+    assert counts[60] == common | {
+        "lapsed_not_in_base": 2,
+        "base": 2,
+        "lapsed": 1,
+        "scored": 1,
+        "rejected": 1,  # of which lapsed: 1
+        "reconciled": True,
+    }

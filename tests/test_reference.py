@@ -182,3 +182,29 @@ def test_fast_builders_equal_the_reference_on_monthly_dates_of_a_small_demo(
     fast, reference = both_engines(data, dates, config.features)
     assert_same_features(fast, reference)
     assert fast["as_of"].nunique() == len(dates)
+
+
+def test_the_folded_partitioned_path_equals_the_reference_on_a_three_year_log() -> None:
+    """``churn features``' path (``features_for_dates``: partitions, days before the earliest
+    as_of − 365 folded into one history row of totals per customer) against the reference."""
+    from pipeline.features import features_for_dates
+
+    rng = np.random.default_rng(21)
+    customers = customers_frame()
+    customers["signup_at"] = customers["signup_at"] - pd.Timedelta(days=730)
+    start, span_us = T("2022-01-01"), int((OBSERVED_UNTIL - T("2022-01-01")) / US)
+    n = 1500
+    events = pd.DataFrame(
+        {
+            "customer_id": rng.choice(np.array(["c1", "c3", "c4", "c5", "c6"], dtype=object), n),
+            "occurred_at": start + pd.to_timedelta(rng.integers(0, span_us, n), unit="us"),
+            "event_type": rng.choice(np.array(KINDS, dtype=object), n, p=_kind_weights()),
+        }
+    )
+    events = _with_details(events, rng)
+    data = validated(events, customers)
+    dates = [T("2025-01-01"), *AS_OF]
+    fast = features_for_dates(data.con, data.customers, dates, FeatureConfig(), QUALIFYING)
+    reference = reference_features(events_frame(data.con), data.customers, dates, None, QUALIFYING)
+    assert_same_features(fast, reference)
+    assert fast["events_lifetime"].max() > fast["events_365d"].max()  # history rows were read

@@ -26,6 +26,7 @@ from pipeline.features.daily import (
 from pipeline.features.frequency import build_frequency
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.features.lifecycle import STAGES, build_lifecycle
+from pipeline.features.lifetime import NAN_WHEN_UNDEFINED, build_lifetime
 from pipeline.features.recency import build_recency
 from pipeline.features.support import build_support
 from pipeline.features.trend import build_trend
@@ -48,6 +49,7 @@ FAMILIES: dict[str, Builder] = {
     "lifecycle": lambda grid, cfg: build_lifecycle(
         grid, cfg.onboarding_days, cfg.mature_after_days
     ),
+    "lifetime": lambda grid, cfg: build_lifetime(grid),
 }
 
 
@@ -104,8 +106,8 @@ def map_partitions(
 
     ``lookback_days``: the longest window before as_of that ``fn`` sums over; day rows older
     than the earliest as_of minus that are folded into one history row per customer (see
-    ``build_daily_log``), so one as_of reads 90 days of day rows, not the whole log. None
-    keeps every day.
+    ``build_daily_log``, with the cumulative totals), so one as_of reads
+    ``FEATURE_WINDOW_DAYS`` of day rows, not the whole log. None keeps every day.
     """
     as_of = normalise_as_of(as_of)
     ids = customers["customer_id"].to_numpy()
@@ -158,6 +160,7 @@ __all__ = [
     "CATEGORICAL",
     "FAMILIES",
     "KEYS",
+    "NAN_WHEN_UNDEFINED",
     "DailyLog",
     "build_daily_log",
     "build_features",

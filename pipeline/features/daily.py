@@ -23,10 +23,11 @@ from pipeline.events import KindLayout, time_order
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
 MAX_FEATURES = 64
-FEATURE_WINDOW_DAYS = 90
-"""The longest backward window any feature family sums over; older events only feed the
-"last value before" columns, so a log built for as_of dates ≥ T needs day rows from T − 90 days
-on plus one history row per customer (see ``build_daily_log``'s ``since``)."""
+FEATURE_WINDOW_DAYS = 365
+"""The longest backward window any feature family sums over (``spend_365d``). Older events feed
+only the history row (cumulative counts, sums, first and last values), so a log built for as_of
+dates ≥ T needs day rows from T − 365 days on plus one history row per customer (see
+``build_daily_log``'s ``since``)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class DailyLog:
     """Per product feature, the first day anyone (in any partition) used it."""
     history_day: int | None = None
     """When set, days before it are folded into one row per customer on ``history_day − 1``
-    holding only "last" values (counts 0): window sums must start on or after it."""
+    (see ``HISTORY_FOLDS``): window sums must start on or after it; sums since the first
+    event (``WindowIndex.total_before``) include it."""
 
     @property
     def codes(self) -> np.ndarray:
@@ -123,10 +125,13 @@ def build_daily_log(
     many partitions.
 
     ``since`` (a UTC midnight) keeps day rows only from that day on and folds each customer's
-    older events into one history row (the day before) that carries the "last" columns —
-    latest event times and the latest payment amount — with zero counts. Window sums that
-    start before ``since`` then raise instead of reading zeros; "last before" queries stay exact.
-    A single as_of needs 90 days of day rows instead of the whole log.
+    older events into one history row (the day before), computed in DuckDB without bringing
+    the old events into memory: the counts and the spend summed over them, the number of
+    distinct (active, qualifying, purchase) days among them, the first and last times, the
+    latest payment amount and the last two qualifying days (``HISTORY_FOLDS``). Window sums
+    that start before ``since`` raise instead of reading the folded totals; "first/last
+    before" queries and sums since the first event stay exact. A single as_of needs
+    ``FEATURE_WINDOW_DAYS`` of day rows instead of the whole log.
     """
     if check_order:
         check_customer_order(con, customer_ids)
@@ -176,6 +181,7 @@ def build_daily_log(
     code, day = code[starts], day[starts]
     if history_day is not None:
         code, day, columns = _prepend_history(code, day, columns, history, history_day - 1)
+    _link_active_days(code, columns)
     first_day = np.array(list(features.values()), dtype=np.int64)
     return DailyLog(
         np.asarray(customer_ids),
@@ -214,19 +220,73 @@ def _utc_day(stamp: pd.Timestamp) -> int:
     return int(stamp.value // (US_PER_DAY * 1000))
 
 
-HISTORY_COLUMNS = {
-    "last_event_us": "max(e.ts)",
-    "last_login_us": "max(e.ts) FILTER (e.fc = $login)",
-    "last_feature_us": "max(e.ts) FILTER (e.fc = $feature_use)",
-    "last_complaint_us": "max(e.ts) FILTER (e.fc = $complaint)",
-    "last_active_us": "max(e.ts) FILTER (list_contains($qualifying, e.fc))",
-    "payment_amount": (
-        "arg_max(e.amount, (e.ts, e.amount)) FILTER (e.fc = $payment AND e.amount IS NOT NULL)"
-    ),
+COUNT_FILTERS = {
+    "n_events": "TRUE",
+    "n_login": "e.fc = $login",
+    "n_feature_use": "e.fc = $feature_use",
+    "n_complaint": "e.fc = $complaint",
+    "n_ticket": "e.fc = $support_ticket",
+    "n_payment_failed": "e.fc = $payment_failed",
+    "n_purchase": "e.fc = $purchase",
+    "n_payment": "e.fc = $payment",
+    **{
+        f"n_sev{lvl}": f"e.fc IN ($complaint, $support_ticket) AND e.severity = {lvl}"
+        for lvl in (1, 2, 3, 4)
+    },
+    "n_qualifying": "list_contains($qualifying, e.fc)",
 }
-"""How each "last" day column folds over all events before ``since`` (the same events and
-the same choice as ``_reduce_days``: the latest matching event; of two payments at the same
-microsecond, the larger amount, so that ties never depend on thread scheduling)."""
+"""Which events each count column of ``_reduce_days`` counts, as SQL over ``events_compact``."""
+
+EXTREME_TIMES = {
+    "last_event_us": ("max", "TRUE"),
+    "last_login_us": ("max", "e.fc = $login"),
+    "last_feature_us": ("max", "e.fc = $feature_use"),
+    "last_complaint_us": ("max", "e.fc = $complaint"),
+    "last_active_us": ("max", "list_contains($qualifying, e.fc)"),
+    "last_purchase_us": ("max", "e.fc = $purchase"),
+    "first_purchase_us": ("min", "e.fc = $purchase"),
+    "first_active_us": ("min", "list_contains($qualifying, e.fc)"),
+}
+"""First/last event times of a kind: per day in ``_reduce_days``, over the folded days here."""
+
+SPEND_SQL = (
+    "sum(CAST(e.amount AS DECIMAL(38, 8)))"
+    " FILTER (e.fc IN ($purchase, $payment) AND NOT isnan(e.amount))"
+)
+"""Money of purchases and payments, summed exactly (a float sum in parallel threads would
+depend on their scheduling, and the run would not give the same bytes twice)."""
+
+HISTORY_FOLDS = {
+    **{name: f"sum({name})::BIGINT" for name in COUNT_FILTERS},
+    "spend": "coalesce(sum(spend), 0)::DOUBLE",
+    "n_active_days": "count(*)",
+    "n_qualifying_days": "count(*) FILTER (n_qualifying > 0)",
+    "n_purchase_days": "count(*) FILTER (n_purchase > 0)",
+    **{name: f"{how}({name})::DOUBLE" for name, (how, _) in EXTREME_TIMES.items()},
+    "payment_amount": "max(payment).amount",
+    "prev_active_day": "(max(day, 2) FILTER (n_qualifying > 0))[2]::DOUBLE",
+}
+"""How the history row folds the per-day aggregates of all events before ``since`` into one
+row per customer: the same events and the same choices as ``_reduce_days`` (the latest
+payment; of two at the same microsecond the larger amount, so that ties never depend on
+thread scheduling), plus ``prev_active_day``: the qualifying day before the last one."""
+
+
+def _history_sql(where: list[str]) -> str:
+    """Two GROUP BYs over the events before ``$since``: per (customer, day), then per customer."""
+    per_day = [f"count(*) FILTER ({sql}) AS {name}" for name, sql in COUNT_FILTERS.items()]
+    per_day += [f"{how}(e.ts) FILTER ({sql}) AS {n}" for n, (how, sql) in EXTREME_TIMES.items()]
+    per_day += [
+        f"{SPEND_SQL} AS spend",
+        "max({'ts': e.ts, 'amount': e.amount})"
+        " FILTER (e.fc = $payment AND e.amount IS NOT NULL) AS payment",
+    ]
+    folds = ", ".join(f"{sql} AS {name}" for name, sql in HISTORY_FOLDS.items())
+    return (
+        f"WITH days AS (SELECT e.code, e.ts // {US_PER_DAY} AS day, {', '.join(per_day)}"
+        f" FROM events_compact e WHERE {' AND '.join(where)} AND e.ts < $since GROUP BY 1, 2)"
+        f" SELECT code, {folds} FROM days GROUP BY code ORDER BY code"
+    )
 
 
 def _history_rows(
@@ -236,20 +296,14 @@ def _history_rows(
     since_us: int,
     qualifying_families: list[str],
 ) -> dict[str, np.ndarray]:
-    """Per customer with events before ``since_us``: the ``HISTORY_COLUMNS`` over them.
-
-    Reads ``events_stored``: an exact duplicate changes no latest time or amount."""
-    select = ", ".join(f"{sql} AS {name}" for name, sql in HISTORY_COLUMNS.items())
+    """Per customer with events before ``since_us``: the ``HISTORY_FOLDS`` over them."""
+    sql = _history_sql(where)
     params = {
         **params,
         "since": since_us,
         "qualifying": [FAMILY_CODES[f] for f in qualifying_families],
-        **{f: FAMILY_CODES[f] for f in ("login", "feature_use", "complaint", "payment")},
+        **FAMILY_CODES,
     }
-    sql = (
-        f"SELECT e.code, {select} FROM events_stored e"
-        f" WHERE {' AND '.join(where)} AND e.ts < $since GROUP BY e.code ORDER BY e.code"
-    )
     used = {k: v for k, v in params.items() if f"${k}" in sql}
     rows = con.execute(sql, used).fetchnumpy()
     return {name: _dense(values) for name, values in rows.items()}
@@ -275,6 +329,15 @@ def _prepend_history(
             extra = np.zeros(len(h_code), dtype=values.dtype)
         merged[name] = np.r_[extra.astype(values.dtype), values][order]
     return np.r_[h_code, code][order], np.r_[h_day, day][order], merged
+
+
+def _link_active_days(code: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Fill ``prev_active_day`` on each day row with qualifying events: the customer's previous
+    qualifying day (from the row before, or the history row's last one). In place."""
+    active = np.flatnonzero(~np.isnan(columns["last_active_us"]))
+    day = columns["last_active_us"][active].astype(np.int64) // US_PER_DAY
+    follows = code[active[1:]] == code[active[:-1]]
+    columns["prev_active_day"][active[1:][follows]] = day[:-1][follows]
 
 
 def _reduce_days(
@@ -314,6 +377,14 @@ def _reduce_days(
         out[days[final]] = values[where[final]]
         return out
 
+    def first(mask: np.ndarray) -> np.ndarray:
+        where = np.flatnonzero(mask)
+        days = group[where]
+        opening = np.r_[True, days[1:] != days[:-1]] if len(days) else np.zeros(0, bool)
+        out = np.full(n_days, np.nan, dtype=np.float64)
+        out[days[opening]] = ts[where[opening]]
+        return out
+
     fam = {name: fc == code for name, code in FAMILY_CODES.items()}
     support = fam["complaint"] | fam["support_ticket"]
     qualifies = np.isin(fc, qualifying)
@@ -322,6 +393,7 @@ def _reduce_days(
     for b in np.unique(bit[bit >= 0]):
         used = count(bit == b) > 0
         feature_mask |= used.astype(np.uint64) << np.uint64(b)
+    n_qualifying, n_purchase = count(qualifies), count(fam["purchase"])
     return {
         "n_events": count(),
         "n_login": count(fam["login"]),
@@ -329,15 +401,22 @@ def _reduce_days(
         "n_complaint": count(fam["complaint"]),
         "n_ticket": count(fam["support_ticket"]),
         "n_payment_failed": count(fam["payment_failed"]),
-        "n_purchase": count(fam["purchase"]),
+        "n_purchase": n_purchase,
         "n_payment": count(fam["payment"]),
         **{f"n_sev{lvl}": count(support & (severity == lvl)) for lvl in (1, 2, 3, 4)},
-        "n_qualifying": count(qualifies),
+        "n_qualifying": n_qualifying,
+        "n_active_days": np.ones(n_days, dtype=np.int32),
+        "n_qualifying_days": (n_qualifying > 0).astype(np.int32),
+        "n_purchase_days": (n_purchase > 0).astype(np.int32),
         "last_event_us": last(None, ts),
         "last_login_us": last(fam["login"], ts),
         "last_feature_us": last(fam["feature_use"], ts),
         "last_complaint_us": last(fam["complaint"], ts),
         "last_active_us": last(qualifies, ts),
+        "last_purchase_us": last(fam["purchase"], ts),
+        "first_purchase_us": first(fam["purchase"]),
+        "first_active_us": first(qualifies),
+        "prev_active_day": np.full(n_days, np.nan),
         "spend": np.bincount(group, weights=money, minlength=n_days),
         "payment_amount": last(fam["payment"] & ~np.isnan(amount), amount, by_value=True),
         "feature_mask": feature_mask,
@@ -358,11 +437,18 @@ DAILY_COLUMNS = (
     "n_sev3",
     "n_sev4",
     "n_qualifying",
+    "n_active_days",
+    "n_qualifying_days",
+    "n_purchase_days",
     "last_event_us",
     "last_login_us",
     "last_feature_us",
     "last_complaint_us",
     "last_active_us",
+    "last_purchase_us",
+    "first_purchase_us",
+    "first_active_us",
+    "prev_active_day",
     "spend",
     "payment_amount",
     "feature_mask",
@@ -390,6 +476,7 @@ class WindowIndex:
         self._key = daily.key
         self._cumsums: dict[str, np.ndarray] = {}
         self._positions: dict[int, np.ndarray] = {}
+        self._starts: np.ndarray | None = None
 
     def _position(self, offset_days: int) -> np.ndarray:
         """Index of the first daily row at or after (customer, as_of day + offset)."""
@@ -432,6 +519,31 @@ class WindowIndex:
         cs = self._cumsum(name, values)
         total = cs[self._position(end)] - cs[self._position(start)]
         return total.astype(np.float64) if total.dtype == np.longdouble else total
+
+    def total_before(self, column: str, values: np.ndarray | None = None) -> np.ndarray:
+        """Sum of ``column`` (or of the per-row ``values`` cached under that name) over every
+        row of the customer before as_of: since the first event, history row included."""
+        values = self.daily.columns[column] if values is None else values
+        if self._starts is None:
+            self._starts = np.searchsorted(self._key, _key(self.q_code, 0), side="left")
+        cs = self._cumsum(column, values)
+        total = cs[self._position(0)] - cs[self._starts]
+        return total.astype(np.float64) if total.dtype == np.longdouble else total
+
+    def first_before(self, column: str, present: str | None = None) -> np.ndarray:
+        """Value of ``column`` on the customer's earliest row before as_of where it is present
+        (``present > 0`` when given, else not NaN); NaN where none."""
+        values = self.daily.columns[column]
+        rows = np.flatnonzero(self.daily.columns[present] > 0 if present else ~np.isnan(values))
+        out = np.full(len(self.q_code), np.nan)
+        if not len(rows):
+            return out
+        keys = self._key[rows]
+        pos = np.minimum(np.searchsorted(keys, _key(self.q_code, 0), side="left"), len(rows) - 1)
+        # A key in [(customer, day 0), (customer, as_of day)) is this customer's, before as_of.
+        found = (keys[pos] >= _key(self.q_code, 0)) & (keys[pos] < _key(self.q_code, self.q_day))
+        out[found] = values[rows[pos[found]]]
+        return out
 
     def last_before(self, column: str, end: int = 0, present: str | None = None) -> np.ndarray:
         """Value of ``column`` on the latest day before as_of + end where it is present.

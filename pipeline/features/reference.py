@@ -92,6 +92,7 @@ def features_at(
         support(past, recent, ids, as_of, tenure, config.serious_severity),
         billing(past, recent, ids, as_of, base["mrr"]),
         lifecycle(tenure, base["plan"], config),
+        lifetime(past, ids, as_of, tenure, qualifying_families),
     ]
     return pd.concat(parts, axis=1).reset_index(drop=True)
 
@@ -273,3 +274,58 @@ def lifecycle(tenure: pd.Series, plan: pd.Series, config: FeatureConfig) -> pd.D
         },
         index=tenure.index,
     )
+
+
+def spend(frame: pd.DataFrame, ids: pd.Index) -> pd.Series:
+    """Purchase and payment amounts per customer (missing amounts count 0), 0.0 when none."""
+    total = of_family(frame, *SPEND_FAMILIES).groupby("customer_id")["amount"].sum()
+    return total.reindex(ids, fill_value=0.0).astype("float64")
+
+
+def active_day_span(active: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
+    """Per customer: number of distinct active days, the first, the last and the one before
+    the last (as days since 1970; NaN where there are none)."""
+    days = active.assign(day=(active["occurred_at"] - pd.Timestamp("1970-01-01")) // DAY)
+    days = days[["customer_id", "day"]].drop_duplicates().sort_values(["customer_id", "day"])
+    by = days.groupby("customer_id")["day"]
+    second = by.nth(-2)  # rows of ``days``, not one per group
+    prev = pd.Series(second.to_numpy(), index=days.loc[second.index, "customer_id"].to_numpy())
+    frame = pd.DataFrame({"n": by.size(), "first": by.min(), "last": by.max(), "prev": prev})
+    return frame.reindex(ids).astype("float64")
+
+
+def lifetime(
+    past: pd.DataFrame,
+    ids: pd.Index,
+    as_of: pd.Timestamp,
+    tenure: pd.Series,
+    qualifying_families: tuple[str, ...],
+) -> pd.DataFrame:
+    purchases = of_family(past, "purchase")
+    n_purchases = count(purchases, ids)
+    total = spend(past, ids)
+    bought = purchases.groupby("customer_id")["occurred_at"]
+    span = active_day_span(of_family(past, *qualifying_families), ids)
+    several = span["n"].fillna(0) >= 2
+    mean_gap = ((span["last"] - span["first"]) / (span["n"] - 1)).where(several)
+    since_active = days_since_last(of_family(past, *qualifying_families), ids, as_of, tenure)
+    columns = {
+        "events_lifetime": count(past, ids),
+        "purchases_lifetime": n_purchases,
+        "spend_lifetime": total,
+        "active_days_lifetime": active_days(past, ids),
+        "repeat_purchases_lifetime": (active_days(purchases, ids) - 1).clip(lower=0),
+        "spend_per_purchase_lifetime": (total / n_purchases).where(n_purchases > 0),
+        "days_since_first_purchase": (as_of - bought.min().reindex(ids)) / DAY,
+        "days_since_last_purchase": (as_of - bought.max().reindex(ids)) / DAY,
+        "mean_gap_days": mean_gap,
+        "last_gap_days": (span["last"] - span["prev"]).where(several),
+        "overdue_ratio": since_active / mean_gap.where(several, tenure),
+    }
+    for days in (180, 365):
+        columns[f"active_days_{days}d"] = active_days(window(past, as_of, days), ids)
+    for days in (180, 365):
+        columns[f"events_{days}d"] = count(window(past, as_of, days), ids)
+    for days in (180, 365):
+        columns[f"spend_{days}d"] = spend(window(past, as_of, days), ids)
+    return pd.DataFrame(columns, index=ids)
