@@ -6,7 +6,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
-DEMO_DIR ?= data/demo
+# configs/retail.yaml trains on the simulated retail purchase log in data/retail
+BUSINESS ?= $(if $(filter retail.yaml,$(notdir $(CONFIG))),retail,subscription)
+DEMO_DIR ?= $(if $(filter retail,$(BUSINESS)),data/retail,data/demo)
+DEMO_SOURCES := pipeline/demo.py $(if $(filter retail,$(BUSINESS)),pipeline/demo_retail.py)
 DEMO_CUSTOMERS ?= 20000
 DEMO_SEED ?= 42
 STAMP := $(VENV)/.installed
@@ -28,10 +31,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-demo-data: $(DEMO_STAMP) ## Generate the simulated demo log into data/demo (seeded)
+demo-data: $(DEMO_STAMP) ## Generate the simulated log into data/demo (data/retail for CONFIG=configs/retail.yaml)
 
-$(DEMO_STAMP): $(STAMP) pipeline/demo.py
-	$(BIN)/churn demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+$(DEMO_STAMP): $(STAMP) $(DEMO_SOURCES)
+	$(BIN)/churn demo-data --business $(BUSINESS) --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
 	@rm -f $(DEMO_DIR)/.built-* && touch $(DEMO_STAMP)
 
 train: demo-data ## Set up, build demo data, train, track in MLflow, export the champion to models/

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -113,14 +113,35 @@ def _dates(values: list[str] | None) -> list[datetime] | None:
 
 @app.command("demo-data")
 def demo_data(
-    out: Annotated[Path, typer.Option(help="Folder to write the demo files to.")] = Path(
-        "data/demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to write the files to (default data/demo; data/retail for retail)."
+        ),
+    ] = None,
     customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed ⇒ same bytes.")] = 42,
+    business: Annotated[
+        Literal["subscription", "retail"],
+        typer.Option(help="subscription: activity log with cancellations; retail: purchases."),
+    ] = "subscription",
 ) -> None:
-    """Write a simulated subscription business (events, customers, true hazard) in the input
-    contract."""
+    """Write a simulated business (events, customers, the true hazard or purchase intensity)
+    in the input contract."""
+    out = out or Path("data/retail" if business == "retail" else "data/demo")
+    if business == "retail":
+        from pipeline.demo_retail import write_retail_data
+
+        with step("simulating a retail purchase log"):
+            summary = write_retail_data(out, n_customers=customers, seed=seed)
+        log.info(
+            "retail demo data: %d customers, %d purchases, %d dropped out (latent) → %s",
+            summary.n_customers,
+            summary.n_events,
+            summary.n_churned,
+            summary.out_dir,
+        )
+        return
     from pipeline.demo import write_demo_data
 
     with progress_bar() as bar:

@@ -260,14 +260,7 @@ def _draw_customers(n: int, seed: int, cal: _Calendar, p: SimParams) -> _Custome
     plan = np.minimum(plan, 3)
     base = np.array([49.0, 199.0, 179.0, 1500.0])[plan] * np.array([1.0, 2.5, 6.0])[segment]
     mrr = np.round(base * rng.lognormal(0.0, 0.3, n), 2)
-    first = np.array(_FIRST)[rng.integers(0, len(_FIRST), n)]
-    last = np.array(_LAST)[rng.integers(0, len(_LAST), n)]
-    number = np.arange(1, n + 1).astype(str)
-    ids = np.char.add("C", np.char.zfill(number, 6))
-    email = np.char.add(
-        np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
-        np.char.add(number, "@example.com"),
-    )
+    ids, name, email = contacts(rng, n)
     return _Customers(
         ids=ids,
         signup_day=day.astype(np.int64),
@@ -276,10 +269,23 @@ def _draw_customers(n: int, seed: int, cal: _Calendar, p: SimParams) -> _Custome
         segment=segment,
         mrr=mrr,
         owner=rng.integers(0, len(OWNERS), n),
-        contact_name=np.char.add(np.char.add(first, " "), last),
+        contact_name=name,
         contact_email=email,
         bill_dom=np.minimum(cal.day_of_month[day], 28),
     )
+
+
+def contacts(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Customer ids ``C000001``… and fake contact names and unique e-mail addresses."""
+    first = np.array(_FIRST)[rng.integers(0, len(_FIRST), n)]
+    last = np.array(_LAST)[rng.integers(0, len(_LAST), n)]
+    number = np.arange(1, n + 1).astype(str)
+    email = np.char.add(
+        np.char.add(np.char.add(np.char.lower(first), "."), np.char.lower(last)),
+        np.char.add(number, "@example.com"),
+    )
+    ids = np.char.add("C", np.char.zfill(number, 6))
+    return ids, np.char.add(np.char.add(first, " "), last), email
 
 
 def _sample_severity(rng: np.random.Generator, probs: tuple[float, ...], k: int) -> np.ndarray:
@@ -800,6 +806,21 @@ def _cumulative_hazard(
 
 
 def oracle_probability(hazard: pd.DataFrame, keys: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """True probability of the churn label in ``[as_of, as_of + horizon_days)`` per row of keys.
+
+    A retail oracle file (``purchase_rate_per_day`` column, see ``pipeline.demo_retail``) gives
+    the probability of no purchase in the window; a subscription hazard file that of cancelling.
+    """
+    from pipeline import demo_retail
+
+    if demo_retail.RATE_COLUMN in hazard.columns:
+        return demo_retail.no_purchase_probability(hazard, keys, horizon_days)
+    return _cancellation_probability(hazard, keys, horizon_days)
+
+
+def _cancellation_probability(
+    hazard: pd.DataFrame, keys: pd.DataFrame, horizon_days: int
+) -> np.ndarray:
     """True probability of cancelling in ``[as_of, as_of + horizon_days)`` for each row of keys.
 
     ``hazard`` is the stored table (``customer_id``, ``week_start``, ``hazard``: the daily
