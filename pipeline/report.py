@@ -8,8 +8,9 @@ Sections, and what each one rests on:
 - KPIs: CRR, churn rate and NDR per period and the cohort retention heat map, recomputed from
   the validated inputs with ``pipeline.kpis`` (the same numbers as ``churn kpis``);
 - model: ROC / precision-recall, calibration and cumulative-gain curves, feature importance and
-  a comparison table, from the latest training run's untouched test slice
-  (``<output_dir>/train/test_predictions.parquet``) and the champion bundle;
+  a comparison table, from the latest training run's rolling-origin backtest (out-of-fold
+  predictions, ``<output_dir>/train/backtest_predictions.parquet``; mean and spread over folds
+  from its metrics) and the champion bundle;
 - tiers: a backtest. The champion scores the last N monthly as_of dates whose label window is
   fully observed (one feature pass for all dates, the feature, label and tier settings of the
   model card, labels from ``pipeline.labels.build_labels``), so the tier mix over time, the
@@ -63,14 +64,16 @@ SCORE_COLUMNS: dict[str, str] = {
     "model": "churn_probability",
     "logistic": "logistic_score",
     "rule_30d_inactive": "rule_30d_inactive_score",
+    "bgnbd": "bgnbd_score",
     "oracle": "oracle_probability",
 }
-"""Name in the comparison → column of ``test_predictions.parquet``."""
+"""Name in the comparison → column of ``backtest_predictions.parquet``."""
 
 SCORE_LABELS: dict[str, str] = {
     "model": "Model (LightGBM, calibrated)",
     "logistic": "Baseline: logistic regression",
     "rule_30d_inactive": "Baseline: rule “30 days inactive”",
+    "bgnbd": "Baseline: BG/NBD (no purchase in the horizon)",
     "oracle": "Oracle: the simulator's true hazard (demo only)",
 }
 
@@ -79,6 +82,7 @@ ROLE_LABELS: dict[str, str] = {
     "validation": "early stopping",
     "calibration": "calibration",
     "test": "test (held out)",
+    "backtest": "backtest test date (then in the production fit)",
 }
 
 
@@ -417,7 +421,7 @@ def tile(label: str, value: str, detail: str = "", tone: str = "") -> str:
 
 
 def _metric(inputs: ReportInputs, key: str) -> float | None:
-    """A test metric of the champion (its card) or, without one, of the latest training run."""
+    """A backtest metric of the champion (its card) or, without one, of the latest run."""
     for source in (inputs.card, inputs.last_run):
         if source and key in source.get("metrics", {}):
             return float(source["metrics"][key])
@@ -429,31 +433,35 @@ def headline_html(inputs: ReportInputs) -> str:
     tiles = []
     card = inputs.card or {}
     if card:
-        split = card.get("split", {})
+        tested = card.get("backtest", {}).get("test_dates", [])
         trained = card.get("training_as_of_range", ["?", "?"])
         tiles.append(
             tile(
                 "Champion model",
                 f"v{esc(card.get('model_version', '?'))}",
                 f"{esc(card.get('model_name', ''))}; trained on as_of {esc(trained[0])} … "
-                f"{esc(trained[-1])}; tested on {esc(', '.join(split.get('test', [])))}",
+                f"{esc(trained[-1])}; backtested on {esc(', '.join(tested))}",
             )
         )
     else:
         tiles.append(tile("Champion model", "none", "run <code>make train</code>", "warn"))
-    auc = _metric(inputs, "test_roc_auc")
+    auc = _metric(inputs, "model_roc_auc")
     if auc is not None:
-        parts = []
+        spread = _metric(inputs, "model_roc_auc_std") or 0.0
+        parts = [
+            f"± {spread:.3f} over folds, min {_metric(inputs, 'model_roc_auc_min') or auc:.3f}"
+        ]
         for name, label in (
             ("logistic", "logistic"),
             ("rule_30d_inactive", "30-day rule"),
+            ("bgnbd", "BG/NBD"),
             ("oracle", "oracle"),
         ):
             other = _metric(inputs, f"{name}_roc_auc")
             if other is not None:
                 parts.append(f"{label} {other:.3f}")
-        tiles.append(tile("Test ROC-AUC", f"{auc:.3f}", " · ".join(parts)))
-    ece = _metric(inputs, "test_ece")
+        tiles.append(tile("Backtest ROC-AUC (mean)", f"{auc:.3f}", " · ".join(parts)))
+    ece = _metric(inputs, "model_ece")
     if ece is not None:
         tiles.append(
             tile(
@@ -564,13 +572,14 @@ def kpi_section(inputs: ReportInputs) -> str:
 
 
 def model_section(inputs: ReportInputs) -> str:
-    """Curves, calibration, gain, importance and the comparison table on the test slice."""
+    """Curves, calibration, gain, importance and the comparison table on the backtest rows."""
     parts = [_heading("model")]
     predictions = inputs.predictions
     if predictions is None or predictions.empty:
         parts.append(
             note_html(
-                "No test predictions yet (<code>outputs/train/test_predictions.parquet</code>):"
+                "No backtest predictions yet"
+                " (<code>outputs/train/backtest_predictions.parquet</code>):"
                 " run <code>make train</code>, then <code>make report</code> again."
             )
         )
@@ -645,8 +654,10 @@ def _run_note(inputs: ReportInputs, predictions: pd.DataFrame) -> str:
     as_of = ", ".join(str(pd.Timestamp(d).date()) for d in sorted(predictions["as_of"].unique()))
     run = inputs.last_run or {}
     text = (
-        f"Untouched test slice of the latest training run (v{esc(run.get('version', '?'))},"
-        f" as_of {esc(as_of)}): {len(predictions):,} customers, churn rate"
+        f"Out-of-fold backtest predictions of the latest training run"
+        f" (v{esc(run.get('version', '?'))}, one fold per as_of {esc(as_of)}, each scored by a"
+        " model fitted only on dates whose outcomes were known by then; pooled here):"
+        f" {len(predictions):,} customer-dates, churn rate"
         f" {predictions['churned'].mean():.1%} within {inputs.horizon_days} days."
         f" Champion decision: {esc(run.get('decision', 'unknown'))}."
     )
@@ -768,6 +779,9 @@ def _dates_table(inputs: ReportInputs, backtest: pd.DataFrame) -> str:
         day: ROLE_LABELS.get(name, name)
         for name, days in (inputs.card or {}).get("split", {}).items()
         for day in days
+    } | {
+        day: ROLE_LABELS["backtest"]
+        for day in (inputs.card or {}).get("backtest", {}).get("test_dates", [])
     }
     per_date = backtest.groupby("as_of").agg(
         customers=("churned", "size"), churn_rate=("churned", "mean")
@@ -1053,7 +1067,7 @@ def run_report(
         card=bundle.card if bundle else None,
         importance=importance_from(bundle) if bundle else None,
         last_run=_read_json(train_dir / "last_run.json"),
-        predictions=_read_parquet(train_dir / "test_predictions.parquet"),
+        predictions=_read_parquet(train_dir / "backtest_predictions.parquet"),
         backtest=_backtest_or_none(config, data, bundle, n_dates),
         scores=scores,
         scores_path=scores_path,
