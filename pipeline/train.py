@@ -682,8 +682,8 @@ def _champion_auc(
             log.warning("cannot load the current champion: %s", error)
             return None
     card, h = champion.card, pd.Timedelta(days=config.label.horizon_days)
-    seen = max(pd.Timestamp(d) for days in card.get("split", {}).values() for d in days)
-    unseen = [f for f in backtest.folds if f.fold.test >= seen + h]
+    seen = [pd.Timestamp(d) for days in card.get("split", {}).values() for d in days]
+    unseen = [f for f in backtest.folds if seen and f.fold.test >= max(seen) + h]
     if unseen:
         try:
             aucs = [_champion_fold_auc(champion, training, f) for f in unseen]
