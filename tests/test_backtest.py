@@ -26,7 +26,6 @@ from pipeline.train import (
     decide_champion,
     fit_oof_calibrator,
     production_rounds,
-    refit_rounds,
 )
 
 pytestmark = pytest.mark.code
@@ -137,16 +136,14 @@ def fold_result(test: str, raw: list[float], churned: list[int], best: int, rows
     return FoldResult(Fold(day, dates(test), dates(test)), predictions, best, rows)
 
 
-def test_refit_rounds_scale_with_the_rows_and_production_takes_the_median() -> None:
-    assert refit_rounds(100, 1000, 1500, cap=600) == 150
-    assert refit_rounds(500, 1000, 3000, cap=600) == 600
-    assert refit_rounds(1, 1000, 100, cap=600) == 1
+def test_production_takes_the_median_of_the_folds_early_stopped_rounds_within_the_cap() -> None:
     folds = [
         fold_result("2024-06-01", [0.5], [1], best, rows)
-        for best, rows in [(80, 1000), (100, 1000), (120, 2000)]
+        for best, rows in [(80, 1000), (120, 1000), (100, 2000)]
     ]
-    # scaled to 4000 rows: 320, 400, 240 → median 320
-    assert production_rounds(folds, 4000, cap=600) == 320
+    assert production_rounds(folds, cap=600) == 100
+    assert production_rounds(folds, cap=90) == 90
+    assert production_rounds(folds[:2], cap=600) == 100
 
 
 def test_the_production_calibrator_is_fitted_on_the_out_of_fold_predictions_only() -> None:
