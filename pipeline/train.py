@@ -628,7 +628,8 @@ def _track_and_export(
         )
         if promoted:
             tracking.set_champion(tc.model_name, version_)
-        log.info("champion: %s → %s", decision, "promoted" if promoted else "kept the old one")
+        kept = f"the champion stays v{previous[0]}" if previous else "there is no champion yet"
+        log.info("champion: %s → %s", decision, "promoted" if promoted else kept)
     out_dir = config.data.output_dir / "train"
     write_frame(predictions, out_dir / "backtest_predictions.parquet")
     write_frame(backtest.table, out_dir / "backtest.csv")
