@@ -297,7 +297,8 @@ def daily_run(
 
 @app.command()
 def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Train, calibrate and evaluate out of time; track in MLflow; gate and export the champion."""
+    """Rolling-origin backtest beside the baselines, production refit on every labelled date
+    with out-of-fold calibration; track in MLflow; gate and export the champion."""
     from pipeline.events import load_inputs
     from pipeline.train import run_training
 
@@ -306,7 +307,7 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
         with step("validating inputs"):
             data = load_inputs(cfg)
         with progress_bar() as bar:
-            task = bar.add_task("boosting trees", total=cfg.train.n_estimators)
+            task = bar.add_task("boosting trees (backtest folds, then production)", total=None)
 
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
@@ -317,7 +318,7 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
         result.run_id,
         cfg.train.model_name,
         result.version,
-        "champion" if result.promoted else "not promoted",
+        "champion" if result.promoted else result.decision,
         result.bundle_dir,
     )
 

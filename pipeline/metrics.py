@@ -1,4 +1,5 @@
-"""Evaluation metrics for churn probabilities on one out-of-time slice."""
+"""Evaluation metrics for churn probabilities: one out-of-time slice, and a rolling-origin
+backtest's folds with their mean and spread."""
 
 from __future__ import annotations
 
@@ -59,3 +60,48 @@ def tier_table(y: np.ndarray, tier: np.ndarray) -> pd.DataFrame:
     table["share"] = table["customers"] / table["customers"].sum()
     table["churn_rate"] = table["churners"] / table["customers"]
     return table.reset_index()
+
+
+METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "ece",
+    "lift_top_decile",
+    "recall_top_decile",
+)
+"""The metrics a backtest reports per fold and summarises (mean, std, min, max)."""
+STATS = ("mean", "std", "min", "max")
+
+
+def backtest_table(predictions: pd.DataFrame, scorers: dict[str, str]) -> pd.DataFrame:
+    """One row per (fold, scorer): test as_of, rows, churn rate and every metric in ``METRICS``.
+
+    ``predictions`` holds ``fold``, ``as_of``, ``churned`` and one column per scorer
+    (``scorers``: scorer name → column); scorers whose column is absent are skipped.
+    """
+    rows = []
+    for fold, part in predictions.groupby("fold", sort=True):
+        y = part["churned"].to_numpy()
+        for name, column in scorers.items():
+            if column in part:
+                m = classification_metrics(y, part[column].to_numpy())
+                rows.append(
+                    {"fold": int(fold), "test_as_of": part["as_of"].iloc[0], "scorer": name}
+                    | {k: m[k] for k in ("rows", "churn_rate", *METRICS)}
+                )
+    return pd.DataFrame(rows)
+
+
+def summarise_backtest(table: pd.DataFrame) -> dict[str, float]:
+    """``{scorer}_{metric}`` = mean over folds, plus ``_std`` (0 for one fold), ``_min`` and
+    ``_max`` for every scorer and metric of ``backtest_table``."""
+    stats = table.groupby("scorer", sort=False)[list(METRICS)].agg(list(STATS))
+    out: dict[str, float] = {}
+    for scorer, row in stats.iterrows():
+        for (metric, stat), value in row.items():
+            suffix = "" if stat == "mean" else f"_{stat}"
+            one_fold = stat == "std" and pd.isna(value)
+            out[f"{scorer}_{metric}{suffix}"] = 0.0 if one_fold else float(value)
+    return out

@@ -24,7 +24,7 @@ from pipeline.config import MonitorConfig
 
 SCORE = "churn_probability"
 NO_PROFILE = "no reference profile in the model card (retrain)"
-BACKTEST_KEYS = ("backtest_roc_auc", "test_roc_auc")
+BACKTEST_KEYS = ("model_roc_auc", "backtest_roc_auc", "test_roc_auc")
 """Card metrics the expected ROC-AUC is compared with, first found wins."""
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 REALISED_FROM_EXPECTED = {

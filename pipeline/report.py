@@ -219,7 +219,7 @@ def run_report(
         card=bundle.card if bundle else None,
         importance=importance_from(bundle) if bundle else None,
         last_run=_read_json(train_dir / "last_run.json"),
-        predictions=_read_parquet(train_dir / "test_predictions.parquet"),
+        predictions=_read_parquet(train_dir / "backtest_predictions.parquet"),
         backtest=_backtest_or_none(config, data, bundle, n_dates),
         scores=scores,
         scores_path=scores_path,

@@ -38,14 +38,16 @@ SCORE_COLUMNS: dict[str, str] = {
     "model": "churn_probability",
     "logistic": "logistic_score",
     "rule_30d_inactive": "rule_30d_inactive_score",
+    "bgnbd": "bgnbd_score",
     "oracle": "oracle_probability",
 }
-"""Name in the comparison → column of ``test_predictions.parquet``."""
+"""Name in the comparison → column of ``backtest_predictions.parquet``."""
 
 SCORE_LABELS: dict[str, str] = {
     "model": "Model (LightGBM, calibrated)",
     "logistic": "Baseline: logistic regression",
     "rule_30d_inactive": "Baseline: rule “30 days inactive”",
+    "bgnbd": "Baseline: BG/NBD (no purchase in the horizon)",
     "oracle": "Oracle: the simulator's true hazard (demo only)",
 }
 
@@ -61,6 +63,7 @@ ROLE_LABELS: dict[str, str] = {
     "validation": "early stopping",
     "calibration": "calibration",
     "test": "test (held out)",
+    "backtest": "backtest test date (then in the production fit)",
 }
 
 

