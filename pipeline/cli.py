@@ -313,13 +313,18 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
                 bar.update(task, completed=done, total=total)
 
             result = run_training(cfg, on_iteration=advance, data=data)
+    where = (
+        f"champion bundle in {result.bundle_dir}"
+        if (result.bundle_dir / "card.json").exists()
+        else "no champion yet, so `churn score` has no model for this project"
+    )
     log.info(
-        "MLflow run %s, model %s v%s (%s); champion bundle in %s; `make mlflow-ui` to browse",
+        "MLflow run %s, model %s v%s (%s); %s; `make mlflow-ui` to browse",
         result.run_id,
         cfg.train.model_name,
         result.version,
         "champion" if result.promoted else result.decision,
-        result.bundle_dir,
+        where,
     )
 
 

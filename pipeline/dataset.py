@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import DatasetConfig, FeatureConfig, LabelConfig
-from pipeline.features import KEYS, build_features_for_grid, map_partitions
+from pipeline.features import KEYS, build_features_for_grid, map_partitions, with_bgnbd
 from pipeline.features.daily import DailyLog
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.labels import build_labels, lookback_days
@@ -234,6 +234,7 @@ def build_training_set(
             until=observed_until,
             lookback_days=lookback_days(label),
         )
+    frame = with_bgnbd(frame, label.horizon_days)
     log.info(
         "training set: %d as_of dates (%s), %d rows, churn rate %.3f",
         len(dates),

@@ -190,6 +190,18 @@ PHRASES: dict[str, Phrase] = {
         higher_is_worse=True,
     ),
     "mean_gap_days": Phrase("inactivity", "usually active every {n} day{s}", when="positive"),
+    "bgnbd_no_purchase_probability": Phrase(
+        "inactivity",
+        "buying pattern: {n} chance of no purchase in the coming period",
+        fmt="pct",
+        signals=PURCHASE,
+    ),
+    "bgnbd_p_alive": Phrase(
+        "inactivity",
+        "buying pattern: only {n} likely to still be a customer",
+        fmt="pct",
+        signals=PURCHASE,
+    ),
     "days_since_first_purchase": Phrase(
         "onboarding", "first purchase {n} day{s} ago", when="positive", signals=PURCHASE
     ),

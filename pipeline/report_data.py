@@ -124,7 +124,7 @@ def backtest_frame(
     """Features, ``has_events`` and the ``churned`` label (0/1) for every in-base customer at
     each date whose label is known: one feature pass for all dates, partition by partition."""
     from pipeline.dataset import labelled_rows
-    from pipeline.features import map_partitions
+    from pipeline.features import map_partitions, with_bgnbd
     from pipeline.labels import lookback_days
 
     def rows(grid) -> pd.DataFrame:
@@ -138,7 +138,7 @@ def backtest_frame(
         )
         return frame.merge(has_events, on=["customer_id", "as_of"], how="left")
 
-    return map_partitions(
+    frame = map_partitions(
         con,
         customers,
         dates,
@@ -147,6 +147,7 @@ def backtest_frame(
         until=observed_until,
         lookback_days=lookback_days(label),
     )
+    return with_bgnbd(frame, label.horizon_days)
 
 
 def backtest_tiers(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
+from pipeline.features.btyd import BGNBD_FEATURES
 from pipeline.features.lifecycle import STAGES
 from pipeline.tiers import TIERS
 
@@ -54,6 +55,7 @@ def _features_schema() -> pa.DataFrameSchema:
         **{c: pa.Column(float, non_negative, nullable=True) for c in MONEY},
         **{c: pa.Column(float, pa.Check.ge(1), nullable=True) for c in GAPS},
         "overdue_ratio": pa.Column(float, non_negative, nullable=True),
+        **{c: pa.Column(float, pa.Check.in_range(0, 1), nullable=True) for c in BGNBD_FEATURES},
         "mrr": pa.Column(float, non_negative, nullable=True),
         "mrr_change_90d": pa.Column(float, nullable=True),
         "lifecycle_stage": pa.Column(pd.CategoricalDtype(STAGES)),

@@ -42,7 +42,13 @@ from pipeline.config import (
 from pipeline.events import InputError, ValidatedData
 from pipeline.explain import explain, reference_values, signals_present, upsell_candidates
 from pipeline.export import previous_scores
-from pipeline.features import KEYS, NAN_WHEN_UNDEFINED, build_features_for_grid, map_partitions
+from pipeline.features import (
+    KEYS,
+    NAN_WHEN_UNDEFINED,
+    build_features_for_grid,
+    map_partitions,
+    with_bgnbd,
+)
 from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import recover_dir, staged_dir, write_frame, write_json, write_text
@@ -177,7 +183,8 @@ def build_base(
     if label.definition == "inactivity":
         counts["lapsed"] = int(frame.loc[member, "lapsed"].sum())
     n_features = len(product_features(data.con))
-    return Base(frame[member].reset_index(drop=True), counts, n_features, as_of)
+    in_base_rows = with_bgnbd(frame[member].reset_index(drop=True), label.horizon_days)
+    return Base(in_base_rows, counts, n_features, as_of)
 
 
 def _timestamps(epoch_us: np.ndarray) -> np.ndarray:

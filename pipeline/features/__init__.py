@@ -15,6 +15,7 @@ import pandas as pd
 from pipeline.config import FeatureConfig
 from pipeline.features.billing import build_billing
 from pipeline.features.breadth import build_breadth
+from pipeline.features.btyd import BGNBD_FEATURES, with_bgnbd
 from pipeline.features.daily import (
     FEATURE_WINDOW_DAYS,
     DailyLog,
@@ -26,7 +27,8 @@ from pipeline.features.daily import (
 from pipeline.features.frequency import build_frequency
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.features.lifecycle import STAGES, build_lifecycle
-from pipeline.features.lifetime import NAN_WHEN_UNDEFINED, build_lifetime
+from pipeline.features.lifetime import NAN_WHEN_UNDEFINED as _NAN_LIFETIME
+from pipeline.features.lifetime import build_lifetime
 from pipeline.features.recency import build_recency
 from pipeline.features.support import build_support
 from pipeline.features.trend import build_trend
@@ -34,6 +36,9 @@ from pipeline.features.trend import build_trend
 log = logging.getLogger(__name__)
 
 KEYS = ["customer_id", "as_of"]
+NAN_WHEN_UNDEFINED = (*_NAN_LIFETIME, *BGNBD_FEATURES)
+"""Features that are NaN by design when undefined (no purchase, fewer than two active days, no
+BG/NBD fit): the model reads NaN as missing, so scoring must not reject these rows for it."""
 CATEGORICAL = {"lifecycle_stage": STAGES}
 """Categorical features and their fixed categories; ``plan`` categories are learned at fit."""
 
@@ -157,6 +162,7 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 
 __all__ = [
+    "BGNBD_FEATURES",
     "CATEGORICAL",
     "FAMILIES",
     "KEYS",
@@ -168,4 +174,5 @@ __all__ = [
     "features_for_dates",
     "map_partitions",
     "normalise_as_of",
+    "with_bgnbd",
 ]
