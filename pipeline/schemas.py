@@ -55,7 +55,10 @@ def _features_schema() -> pa.DataFrameSchema:
         **{c: pa.Column(float, non_negative, nullable=True) for c in MONEY},
         **{c: pa.Column(float, pa.Check.ge(1), nullable=True) for c in GAPS},
         "overdue_ratio": pa.Column(float, non_negative, nullable=True),
-        **{c: pa.Column(float, pa.Check.in_range(0, 1), nullable=True) for c in BGNBD_FEATURES},
+        **{  # added over the whole base (``with_bgnbd``), not by the per-partition builders
+            c: pa.Column(float, pa.Check.in_range(0, 1), nullable=True, required=False)
+            for c in BGNBD_FEATURES
+        },
         "mrr": pa.Column(float, non_negative, nullable=True),
         "mrr_change_90d": pa.Column(float, nullable=True),
         "lifecycle_stage": pa.Column(pd.CategoricalDtype(STAGES)),

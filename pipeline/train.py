@@ -290,15 +290,18 @@ def decide_champion(
     champion_auc: float | None,
     tolerance: float,
     model_auc_vs_champion: float | None = None,
+    baseline_tolerance: float = 0.0,
 ) -> Gate:
-    """Promote only when ``model_auc`` (backtest mean ROC-AUC) beats every baseline's and is
-    not below ``champion_auc`` by more than ``tolerance``; ``model_auc_vs_champion`` is the new
-    model's ROC-AUC on the rows the champion was scored on (default ``model_auc``)."""
-    lost = {n: model_auc - auc for n, auc in baseline_aucs.items() if model_auc <= auc}
+    """Promote only when ``model_auc`` (backtest mean ROC-AUC) beats every baseline's (or trails
+    one by less than ``baseline_tolerance`` when that is set) and is not below ``champion_auc``
+    by more than ``tolerance``; ``model_auc_vs_champion`` is the new model's ROC-AUC on the rows
+    the champion was scored on (default ``model_auc``)."""
+    margins = {n: model_auc - auc for n, auc in baseline_aucs.items()}
+    lost = {n: m for n, m in margins.items() if m <= 0 and -m >= baseline_tolerance}
     if lost:
         trails = " and ".join(f"{n} by {-m:.3f}" for n, m in sorted(lost.items(), key=_by_margin))
         return Gate(False, f"not promoted: trails {trails} ROC-AUC (backtest mean)", lost)
-    beats = ", ".join(f"{n} by {model_auc - a:.3f}" for n, a in baseline_aucs.items())
+    beats = ", ".join(_versus(n, m, baseline_tolerance) for n, m in margins.items())
     if champion_auc is None:
         return Gate(True, f"promoted: beats {beats} ROC-AUC; no comparable champion")
     margin = (model_auc if model_auc_vs_champion is None else model_auc_vs_champion) - champion_auc
@@ -310,6 +313,12 @@ def decide_champion(
             {"champion": margin},
         )
     return Gate(True, f"promoted: beats {beats}; champion {margin:+.3f} (tolerance {tolerance:g})")
+
+
+def _versus(name: str, margin: float, baseline_tolerance: float) -> str:
+    if margin > 0:
+        return f"{name} by {margin:.3f}"
+    return f"trails {name} by {-margin:.3f}, within train.baseline_tolerance {baseline_tolerance:g}"
 
 
 def _by_margin(item: tuple[str, float]) -> float:
@@ -604,7 +613,7 @@ def _track_and_export(
         tracking.log_table(backtest.table, "backtest.csv")
         tracking.log_table(tier_table(y, predictions["tier"]), "tiers_backtest.csv")
         card = model_card(config, training, production, backtest, fingerprint, run_id, None)
-        card = _with_reference(card, training, predictions, features)
+        card = _with_reference(card, training, production, features)
         bundle = ModelBundle(model, calibrator, card)
         version_ = tracking.log_pyfunc(bundle, training.frame[features].head(5), tc.model_name)
         bundle.register(tc.model_name, version_, run_id)
@@ -614,6 +623,7 @@ def _track_and_export(
             champion[0] if champion else None,
             tc.champion_tolerance,
             champion[1] if champion else None,
+            tc.baseline_tolerance,
         )
         promoted, decision = gate.promoted, gate.decision
         lost_to = _lost_to_text(gate.lost_to) or "none"
@@ -670,17 +680,23 @@ def _track_and_export(
     )
 
 
+REFERENCE_DATES = 6
+"""Latest labelled as_of dates the monitoring reference profile pools."""
+
+
 def _with_reference(
-    card: dict, training: TrainingSet, predictions: pd.DataFrame, features: list[str]
+    card: dict, training: TrainingSet, production: Production, features: list[str]
 ) -> dict:
     """The card with the training base rate and the monitoring reference profile: bins of each
-    feature and of the calibrated score over the backtest's out-of-fold rows (several as_of
-    dates, so weekday-dependent recency does not look like drift)."""
-    rows = predictions[[*KEYS, "churn_probability"]].merge(
-        training.frame, on=KEYS, how="left", validate="one_to_one"
-    )
+    feature over the latest ``REFERENCE_DATES`` labelled dates (recent, so tenure has not moved
+    on; several weekdays, as recency features move with the weekday of as_of), and of the
+    production model's calibrated score on those rows (what today's scores look like when the
+    inputs have not moved)."""
+    dates = np.sort(training.frame["as_of"].unique())[-REFERENCE_DATES:]
+    rows = training.frame[training.frame["as_of"].isin(dates)]
+    score = production.calibrator.transform(production.model.raw_proba(rows[features]))
     card = card | {"base_rate": round(base_rate(training), 6)}
-    return monitoring.card_with_profile(card, rows, features, rows["churn_probability"])
+    return monitoring.card_with_profile(card, rows, features, score)
 
 
 def _lost_to_text(lost_to: dict[str, float]) -> str:

@@ -229,6 +229,19 @@ def test_a_tie_with_a_baseline_is_not_a_win():
     assert not decide_champion(0.75, {"logistic": 0.75}, None, 0.005).promoted
 
 
+def test_a_configured_baseline_tolerance_accepts_a_near_tie_and_says_so():
+    aucs = {"logistic": 0.8689, "bgnbd": 0.8717}
+    gate = decide_champion(0.8705, aucs, None, 0.005, baseline_tolerance=0.005)
+    assert gate.promoted and gate.lost_to == {}
+    assert gate.decision == (
+        "promoted: beats logistic by 0.002, trails bgnbd by 0.001, within"
+        " train.baseline_tolerance 0.005 ROC-AUC; no comparable champion"
+    )
+    beyond = decide_champion(0.8605, aucs, None, 0.005, baseline_tolerance=0.005)
+    assert not beyond.promoted
+    assert beyond.lost_to == {"bgnbd": pytest.approx(-0.0112), "logistic": pytest.approx(-0.0084)}
+
+
 @pytest.mark.parametrize(
     ("champion", "same_rows", "promoted"),
     [
