@@ -332,7 +332,7 @@ def worker_reference(config_path: Path, dates: list[str], out: Path, result: Pat
     with timer.span("validate (load_inputs)"):
         data = load_inputs(config)
     with timer.span("events table to pandas"):
-        events = events_frame(data.con)
+        events = events_frame(data.store)
         data.con.close()
     with timer.span("reference features"):
         frame = reference_features(
@@ -362,13 +362,13 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
     stamps = normalise_as_of(dates)
     since = stamps.min() - pd.Timedelta(days=FEATURE_WINDOW_DAYS)
     with timer.span("features total"):
-        products = product_features(con)
-        check_customer_order(con, ids)
+        products = product_features(data.store)
+        check_customer_order(data.store, ids)
         frames, daily_rows = [], 0
-        for part, _, _ in partitions(con):
+        for part, _, _ in partitions(data.store):
             with timer.span("build_daily_log (all partitions)"):
                 daily = build_daily_log(
-                    con,
+                    data.store,
                     ids,
                     config.label.qualifying_families,
                     stamps.max(),

@@ -191,6 +191,32 @@ class ValidationConfig(_Section):
     at a time, so memory stays bounded whatever the size of the log."""
 
 
+class DaskConfig(_Section):
+    scheduler: str | None = None
+    """Address of a running scheduler (``tcp://host:8786``); unset: a LocalCluster here."""
+    n_workers: Annotated[int, Field(ge=1)] | None = None
+    """Workers of the LocalCluster (default ``compute.n_jobs``); unused with ``scheduler``."""
+    processes: bool = True
+    """LocalCluster workers as processes (true) or threads of this process (false)."""
+
+
+class ComputeConfig(_Section):
+    engine: Literal["local", "dask"] = "local"
+    """Where the partitions of the event store are processed: ``local`` (joblib processes on
+    this machine) or ``dask`` (dask.distributed; ``pip install .[dask]``)."""
+    n_jobs: Annotated[int, Field(ge=-1)] = -1
+    """Worker processes for ``engine: local``: -1 = every core, 1 = in this process. Results
+    are the same bytes whatever the number."""
+    dask: DaskConfig = DaskConfig()
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("n_jobs must be -1 (every core) or a number of processes >= 1")
+        return value
+
+
 class LabelConfig(_Section):
     definition: Literal["cancellation", "inactivity"] = "cancellation"
     horizon_days: Annotated[int, Field(gt=0, le=730)] = 90
@@ -492,6 +518,7 @@ class Config(_Section):
     event_types: EventTypes
     columns: ColumnsConfig = ColumnsConfig()
     validation: ValidationConfig = ValidationConfig()
+    compute: ComputeConfig = ComputeConfig()
     label: LabelConfig = LabelConfig()
     features: FeatureConfig = FeatureConfig()
     dataset: DatasetConfig = DatasetConfig()

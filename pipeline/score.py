@@ -155,7 +155,7 @@ def build_base(
         return frame
 
     frame = map_partitions(
-        data.con,
+        data.store,
         customers,
         [as_of],
         label.qualifying_families,
@@ -176,7 +176,7 @@ def build_base(
     }
     if label.definition == "inactivity":
         counts["lapsed"] = int(frame.loc[member, "lapsed"].sum())
-    n_features = len(product_features(data.con))
+    n_features = len(product_features(data.store))
     return Base(frame[member].reset_index(drop=True), counts, n_features, as_of)
 
 
