@@ -10,7 +10,6 @@ returns the same results in the same order.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +28,15 @@ def workers(compute: ComputeConfig, n_tasks: int) -> int:
 
 
 def _cores(n_jobs: int) -> int:
-    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    return usable_cores() if n_jobs == -1 else n_jobs
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity and cgroup quota, as joblib
+    counts them), not every core of the machine."""
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count()))
 
 
 def threads_per_task(compute: ComputeConfig, n_tasks: int) -> int | None:
@@ -38,7 +45,7 @@ def threads_per_task(compute: ComputeConfig, n_tasks: int) -> int | None:
     n = workers(compute, n_tasks)
     if compute.engine == "local" and n == 1:
         return None
-    return max(1, (os.cpu_count() or 1) // n) if compute.engine == "local" else 1
+    return max(1, usable_cores() // n) if compute.engine == "local" else 1
 
 
 def run_tasks(
