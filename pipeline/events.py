@@ -53,6 +53,9 @@ from pipeline.contract import (
     sql_literal,
 )
 from pipeline.store import (
+    CLEAN_SQL,
+    COMPACT_COLUMNS,
+    FLUSH_ROWS,
     EventStore,
     KindLayout,
     create_store,
@@ -65,12 +68,16 @@ from pipeline.store import (
 
 log = logging.getLogger(__name__)
 
-# Declared in pipeline.contract; still importable from here, as before the split.
+# Declared in pipeline.contract and pipeline.store; still importable from here, as before the
+# split.
 __all__ = [
+    "CLEAN_SQL",
+    "COMPACT_COLUMNS",
     "CUSTOMER_OPTIONAL",
     "CUSTOMER_REQUIRED",
     "EVENT_OPTIONAL",
     "EVENT_REQUIRED",
+    "FLUSH_ROWS",
     "EventStore",
     "InputError",
     "KindLayout",
