@@ -208,6 +208,10 @@ class ComputeConfig(_Section):
     """Worker processes for ``engine: local``: -1 = every core, 1 = in this process. Results
     are the same bytes whatever the number."""
     dask: DaskConfig = DaskConfig()
+    store_dir: Path | None = None
+    """Folder under which validation writes the event store (removed after the run); with a
+    remote Dask scheduler, a folder every worker can read at the same path (a shared mount).
+    Default: the system's temporary folder."""
 
     @field_validator("n_jobs")
     @classmethod

@@ -676,7 +676,10 @@ def load_and_validate(
         not_after=_utc_now(),
         found=found,
     )
-    store = tempfile.TemporaryDirectory(prefix="churn-events-")
+    compute = compute or ComputeConfig()
+    if compute.store_dir is not None:
+        Path(compute.store_dir).mkdir(parents=True, exist_ok=True)
+    store = tempfile.TemporaryDirectory(prefix="churn-events-", dir=compute.store_dir)
     event_rejects, unknown, n_naive, scan = validate_events(
         con,
         events,
@@ -716,7 +719,7 @@ def load_and_validate(
     _log_report(report, events, late_signups)
     _check_share(report, max_reject_share, events, customers)
     inputs = {"events": fingerprint(events), "customers": fingerprint(customers)}
-    scan.store.finish(report.observed_until, inputs, compute or ComputeConfig())
+    scan.store.finish(report.observed_until, inputs, compute)
     scan.store.keep = store
     return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, scan.store)
 

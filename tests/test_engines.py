@@ -3,6 +3,7 @@ Dask LocalCluster gives the same features, labels and base rows, to the byte."""
 
 from __future__ import annotations
 
+import gc
 import io
 from pathlib import Path
 
@@ -123,3 +124,22 @@ def test_the_compute_section_names_the_allowed_engines_and_rejects_zero_jobs(tmp
         parse_config({**raw, "compute": {"n_jobs": 0}})
     config = parse_config({**raw, "compute": {"dask": {"scheduler": "tcp://10.0.0.5:8786"}}})
     assert config.compute.dask.scheduler == "tcp://10.0.0.5:8786"
+
+
+def test_the_store_is_written_under_the_configured_folder_and_removed_with_the_data(tmp_path):
+    events = pd.DataFrame(
+        {"customer_id": ["a"], "occurred_at": ["2025-03-01 10:00"], "event_type": ["login"]}
+    )
+    customers = pd.DataFrame({"customer_id": ["a"], "signup_at": ["2025-01-01"]})
+    data = load_and_validate(
+        events,
+        customers,
+        EventTypes(login=["login"]),
+        observed_until=pd.Timestamp("2025-07-01"),
+        compute=ComputeConfig(store_dir=tmp_path / "shared"),
+    )
+    folder = data.store.directory
+    assert folder.parent == tmp_path / "shared" and (folder / "manifest.json").exists()
+    del data
+    gc.collect()
+    assert not folder.exists()
