@@ -510,10 +510,15 @@ class EventStore:
         self.manifest["inputs"] = inputs
         self.compute = compute
         self._write_manifest()
+        self._register()
+
+    def _register(self) -> None:
+        """Leave the folder and runner settings in the validation connection, so that
+        ``EventStore.of(con)`` finds this store again."""
         if self.con is not None:
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE _event_store AS SELECT ? AS directory, ? AS compute",
-                [str(self.directory), compute.model_dump_json()],
+                [str(self.directory), self.compute.model_dump_json()],
             )
 
     def _write_manifest(self) -> None:
@@ -545,6 +550,7 @@ def create_store(
     )
     store = EventStore(directory, _manifest(con, directory, size, layout), con)
     store._write_manifest()
+    store._register()
     return store
 
 
