@@ -205,8 +205,9 @@ class ComputeConfig(_Section):
     """Where the partitions of the event store are processed: ``local`` (joblib processes on
     this machine) or ``dask`` (dask.distributed; ``pip install .[dask]``)."""
     n_jobs: Annotated[int, Field(ge=-1)] = -1
-    """Worker processes for ``engine: local``: -1 = every core, 1 = in this process. Results
-    are the same bytes whatever the number."""
+    """Worker processes for ``engine: local``: -1 = every core (a log under 1M events runs in
+    this process, where starting workers would cost more than they save), 1 = in this
+    process. Results are the same bytes whatever the number."""
     dask: DaskConfig = DaskConfig()
     store_dir: Path | None = None
     """Folder under which validation writes the event store (removed after the run); with a

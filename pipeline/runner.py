@@ -18,6 +18,19 @@ from pipeline.config import ComputeConfig
 log = logging.getLogger(__name__)
 
 
+AUTO_PARALLEL_ROWS = 1_000_000
+"""With ``n_jobs: -1`` (every core), a log with fewer valid events runs in this process:
+starting worker processes (~1–2 s) costs more than they save on it."""
+
+
+def for_log(compute: ComputeConfig, rows: int) -> ComputeConfig:
+    """``compute`` for a log of ``rows`` events: ``n_jobs: -1`` becomes 1 below
+    ``AUTO_PARALLEL_ROWS``; an explicit ``n_jobs`` or the Dask engine is kept as configured."""
+    if compute.engine == "local" and compute.n_jobs == -1 and rows < AUTO_PARALLEL_ROWS:
+        return compute.model_copy(update={"n_jobs": 1})
+    return compute
+
+
 def workers(compute: ComputeConfig, n_tasks: int) -> int:
     """How many tasks run at once: at most one per task."""
     if compute.engine == "dask":

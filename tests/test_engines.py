@@ -22,7 +22,7 @@ from pipeline.config import (
 from pipeline.events import load_and_validate
 from pipeline.features import features_for_dates, map_partitions
 from pipeline.labels import build_labels, lookback_days
-from pipeline.runner import run_tasks, threads_per_task, workers
+from pipeline.runner import AUTO_PARALLEL_ROWS, for_log, run_tasks, threads_per_task, workers
 from pipeline.score import build_base
 
 pytestmark = pytest.mark.data
@@ -143,3 +143,10 @@ def test_the_store_is_written_under_the_configured_folder_and_removed_with_the_d
     del data
     gc.collect()
     assert not folder.exists()
+
+
+def test_every_core_means_this_process_for_a_small_log_and_explicit_settings_stay():
+    auto = ComputeConfig()
+    assert for_log(auto, AUTO_PARALLEL_ROWS - 1).n_jobs == 1
+    assert for_log(auto, AUTO_PARALLEL_ROWS).n_jobs == -1
+    assert for_log(TWO, 10) == TWO and for_log(DASK, 10) == DASK

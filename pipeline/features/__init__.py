@@ -33,7 +33,7 @@ from pipeline.features.lifetime import NAN_WHEN_UNDEFINED, build_lifetime
 from pipeline.features.recency import build_recency
 from pipeline.features.support import build_support
 from pipeline.features.trend import build_trend
-from pipeline.runner import run_tasks, threads_per_task
+from pipeline.runner import for_log, run_tasks, threads_per_task
 from pipeline.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def map_partitions(
     ``FEATURE_WINDOW_DAYS`` of day rows, not the whole log. None keeps every day.
     """
     store = EventStore.of(source)
-    compute = compute or store.compute
+    compute = for_log(compute or store.compute, store.manifest["rows"])
     as_of = normalise_as_of(as_of)
     since = None
     if lookback_days is not None and len(as_of):
