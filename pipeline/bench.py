@@ -415,7 +415,7 @@ def worker_engines(config_path: Path, dates: list[str], result: Path) -> None:
     }
     runs = {}
     for name, compute in runners.items():
-        load = os.getloadavg()[0]
+        load, cpu = os.getloadavg()[0], _cpu_seconds()
         start = time.perf_counter()
         frame = features_for_dates(
             data.store, data.customers, dates, config.features, config.label.qualifying_families,
@@ -425,7 +425,12 @@ def worker_engines(config_path: Path, dates: list[str], result: Path) -> None:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-        runs[name] = {"features_s": round(seconds, 2), "sha256": digest, "load_1min": load}
+        runs[name] = {
+            "features_s": round(seconds, 2),
+            "cpu_s": round(_cpu_seconds() - cpu, 2),
+            "sha256": digest,
+            "load_1min": load,
+        }
     serial = runs["local_n_jobs_1"]
     write_json(
         {
@@ -443,6 +448,26 @@ def worker_engines(config_path: Path, dates: list[str], result: Path) -> None:
         },
         result,
     )
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, its ended children and its live ones
+    (joblib and Dask workers): how much work a runner did, whatever the machine's load."""
+    import resource
+
+    import psutil  # installed with the dask extra
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def engine_runs(config: Path, cores: int, scratch: Path) -> dict[str, Any]:

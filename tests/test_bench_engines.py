@@ -44,4 +44,4 @@ def test_the_engines_worker_times_each_runner_and_finds_the_same_bytes(tmp_path:
     got = json.loads((tmp_path / "engines.json").read_text())
     assert set(got["runs"]) == {"local_n_jobs_1", "local_n_jobs_2", "dask_local_cluster_2"}
     assert got["identical"] is True and got["rows"] == 2 and got["partitions"] == 1
-    assert all(r["features_s"] > 0 for r in got["runs"].values())
+    assert all(r["features_s"] > 0 and r["cpu_s"] >= 0 for r in got["runs"].values())
