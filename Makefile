@@ -74,7 +74,7 @@ mlflow-ui: setup ## MLflow UI on http://127.0.0.1:5000 (local only)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
 
 lock: ## Re-resolve and rewrite requirements.lock (needs network)
-	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet -e ".[dev]" \
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet -e ".[dev,dask]" \
 		&& .lockenv/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock; rm -rf .lockenv
 
 clean: ## Remove the venv, generated data and outputs (keeps mlflow.db and models/)

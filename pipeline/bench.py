@@ -332,7 +332,7 @@ def worker_reference(config_path: Path, dates: list[str], out: Path, result: Pat
     with timer.span("validate (load_inputs)"):
         data = load_inputs(config)
     with timer.span("events table to pandas"):
-        events = events_frame(data.con)
+        events = events_frame(data.store)
         data.con.close()
     with timer.span("reference features"):
         frame = reference_features(
@@ -362,13 +362,13 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
     stamps = normalise_as_of(dates)
     since = stamps.min() - pd.Timedelta(days=FEATURE_WINDOW_DAYS)
     with timer.span("features total"):
-        products = product_features(con)
-        check_customer_order(con, ids)
+        products = product_features(data.store)
+        check_customer_order(data.store, ids)
         frames, daily_rows = [], 0
-        for part, _, _ in partitions(con):
+        for part, _, _ in partitions(data.store):
             with timer.span("build_daily_log (all partitions)"):
                 daily = build_daily_log(
-                    con,
+                    data.store,
                     ids,
                     config.label.qualifying_families,
                     stamps.max(),
@@ -391,6 +391,91 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
     with timer.span("write parquet"):
         write_frame(frame, out)
     write_json({"phases_s": timer.rounded(), "rows": len(frame), "daily_rows": daily_rows}, result)
+
+
+def worker_engines(config_path: Path, dates: list[str], result: Path) -> None:
+    """Validation once, then the feature pass (``features_for_dates``) on each runner: local
+    ``n_jobs: 1`` and ``2`` (joblib processes) and Dask (a LocalCluster of 2 worker processes,
+    its start included); seconds each and whether the bytes equal ``n_jobs: 1``'s."""
+    import hashlib
+    import io
+
+    from pipeline.config import ComputeConfig, load_config
+    from pipeline.events import load_inputs
+    from pipeline.features import features_for_dates
+
+    config = load_config(config_path)
+    start = time.perf_counter()
+    data = load_inputs(config)
+    validate_s = time.perf_counter() - start
+    runners = {
+        "local_n_jobs_1": ComputeConfig(n_jobs=1),
+        "local_n_jobs_2": ComputeConfig(n_jobs=2),
+        "dask_local_cluster_2": ComputeConfig(engine="dask", dask={"n_workers": 2}),
+    }
+    runs = {}
+    for name, compute in runners.items():
+        load, cpu = os.getloadavg()[0], _cpu_seconds()
+        start = time.perf_counter()
+        frame = features_for_dates(
+            data.store, data.customers, dates, config.features, config.label.qualifying_families,
+            compute,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+        runs[name] = {
+            "features_s": round(seconds, 2),
+            "cpu_s": round(_cpu_seconds() - cpu, 2),
+            "sha256": digest,
+            "load_1min": load,
+        }
+    serial = runs["local_n_jobs_1"]
+    write_json(
+        {
+            "validate_s": round(validate_s, 2),
+            "partitions": len(data.store.partitions()),
+            "rows": len(frame),
+            "runs": runs,
+            "identical": len({r["sha256"] for r in runs.values()}) == 1,
+            "n_jobs_2_speedup": round(
+                serial["features_s"] / runs["local_n_jobs_2"]["features_s"], 2
+            ),
+            "dask_over_n_jobs_2_s": round(
+                runs["dask_local_cluster_2"]["features_s"] - runs["local_n_jobs_2"]["features_s"], 2
+            ),
+        },
+        result,
+    )
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, its ended children and its live ones
+    (joblib and Dask workers): how much work a runner did, whatever the machine's load."""
+    import resource
+
+    import psutil  # installed with the dask extra
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def engine_runs(config: Path, cores: int, scratch: Path) -> dict[str, Any]:
+    """``worker_engines`` for one date in a fresh process on ``cores`` CPUs, with the machine's
+    load around it (the machine may be shared)."""
+    before = os.getloadavg()
+    run = measure("engines", worker_cmd("engines", config, [ONE]), cores, scratch)
+    return {**asdict(run), "load_avg_before": before, "load_avg_after": os.getloadavg()}
 
 
 # ---------------------------------------------------------------- equality
@@ -464,6 +549,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             scratch,
         ),
     }
+    engines = engine_runs(config, cores, scratch)
     ref12 = reference_twelve(runs, ref_dates)
     by_time = time_ordered_runs(data_dir, cores, scratch, fast1, fast12)
     equality = {
@@ -487,6 +573,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "equality": equality,
         "phases": {k: asdict(v) for k, v in phases.items()},
         "time_ordered_log": by_time,
+        "engines": engines,
     }
 
 
@@ -593,6 +680,20 @@ def save(section: dict[str, Any], out: Path) -> None:
     write_json(payload, out)
 
 
+def save_engines(args: argparse.Namespace) -> None:
+    """``--only-engines``: the runner measurements alone, into ``features.engines``."""
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_demo(data_dir, args.customers, args.seed)
+    scratch = data_dir / "runs"
+    scratch.mkdir(exist_ok=True)
+    engines = engine_runs(write_bench_config(data_dir), args.cores, scratch)
+    payload = json.loads(args.out.read_text()) if args.out.exists() else {}
+    payload.setdefault("features", {})["engines"] = engines
+    write_json(payload, args.out)
+    log.info("engines: %s", json.dumps(engines["detail"]))
+
+
 def report(section: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str]] = []
     for name, run in section["runs"].items():
@@ -650,8 +751,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reference-budget-s", type=float, default=600.0)
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
+        "--only-engines",
+        action="store_true",
+        help="measure only the runners (features.engines in --out; the rest is kept)",
+    )
+    p.add_argument(
         "--worker",
-        choices=["scan", "validation_floor", "reference", "phases"],
+        choices=["scan", "validation_floor", "reference", "phases", "engines"],
         help=argparse.SUPPRESS,
     )
     p.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -668,6 +774,7 @@ def run_worker(args: argparse.Namespace) -> None:
         "validation_floor": lambda: worker_validation_floor(config, result),
         "reference": lambda: worker_reference(config, dates, out, result),
         "phases": lambda: worker_phases(config, dates, out, result),
+        "engines": lambda: worker_engines(config, dates, result),
     }
     workers[args.worker]()
 
@@ -681,6 +788,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.worker:
         run_worker(args)
+        return
+    if args.only_engines:
+        save_engines(args)
         return
     section = run_bench(args)
     save(section, args.out)

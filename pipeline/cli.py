@@ -259,7 +259,7 @@ def features(
         dates = dates or [data.observed_until]
         with step("building features"):
             frame = features_for_dates(
-                data.con, data.customers, dates, cfg.features, cfg.label.qualifying_families
+                data.store, data.customers, dates, cfg.features, cfg.label.qualifying_families
             )
         write_frame(frame, out)
     log.info("wrote %d rows × %d features to %s", len(frame), frame.shape[1] - 2, out)

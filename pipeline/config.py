@@ -191,6 +191,37 @@ class ValidationConfig(_Section):
     at a time, so memory stays bounded whatever the size of the log."""
 
 
+class DaskConfig(_Section):
+    scheduler: str | None = None
+    """Address of a running scheduler (``tcp://host:8786``); unset: a LocalCluster here."""
+    n_workers: Annotated[int, Field(ge=1)] | None = None
+    """Workers of the LocalCluster (default ``compute.n_jobs``); unused with ``scheduler``."""
+    processes: bool = True
+    """LocalCluster workers as processes (true) or threads of this process (false)."""
+
+
+class ComputeConfig(_Section):
+    engine: Literal["local", "dask"] = "local"
+    """Where the partitions of the event store are processed: ``local`` (joblib processes on
+    this machine) or ``dask`` (dask.distributed; ``pip install .[dask]``)."""
+    n_jobs: Annotated[int, Field(ge=-1)] = -1
+    """Worker processes for ``engine: local``: -1 = every core (a log under 1M events runs in
+    this process, where starting workers would cost more than they save), 1 = in this
+    process. Results are the same bytes whatever the number."""
+    dask: DaskConfig = DaskConfig()
+    store_dir: Path | None = None
+    """Folder under which validation writes the event store (removed after the run); with a
+    remote Dask scheduler, a folder every worker can read at the same path (a shared mount).
+    Default: the system's temporary folder."""
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("n_jobs must be -1 (every core) or a number of processes >= 1")
+        return value
+
+
 class LabelConfig(_Section):
     definition: Literal["cancellation", "inactivity"] = "cancellation"
     horizon_days: Annotated[int, Field(gt=0, le=730)] = 90
@@ -508,6 +539,7 @@ class Config(_Section):
     event_types: EventTypes
     columns: ColumnsConfig = ColumnsConfig()
     validation: ValidationConfig = ValidationConfig()
+    compute: ComputeConfig = ComputeConfig()
     label: LabelConfig = LabelConfig()
     features: FeatureConfig = FeatureConfig()
     dataset: DatasetConfig = DatasetConfig()

@@ -27,6 +27,7 @@ from pipeline.features import KEYS, build_features_for_grid, map_partitions, wit
 from pipeline.features.daily import DailyLog
 from pipeline.features.grid import Grid, build_grid, normalise_as_of
 from pipeline.labels import build_labels, lookback_days
+from pipeline.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def labelled_rows(
 
 
 def build_training_set(
-    source: DailyLog | duckdb.DuckDBPyConnection,
+    source: DailyLog | EventStore | duckdb.DuckDBPyConnection,
     customers: pd.DataFrame,
     dates: pd.DatetimeIndex,
     features: FeatureConfig,
@@ -260,13 +261,10 @@ def check_both_classes(y: pd.Series, label: LabelConfig, where: str) -> None:
     )
 
 
-def check_mapped_events(con: duckdb.DuckDBPyConnection, label: LabelConfig) -> None:
+def check_mapped_events(store: EventStore, label: LabelConfig) -> None:
     """Raise ``UnusableLogError`` when no valid event maps to a signal family, or (for the
     ``inactivity`` label) none to a qualifying family."""
-    mapped, qualifying = con.execute(
-        "SELECT count(family), count(*) FILTER (WHERE list_contains(?, family)) FROM events",
-        [label.qualifying_families],
-    ).fetchall()[0]
+    mapped, qualifying = store.mapped_counts(label.qualifying_families)
     if mapped == 0:
         raise UnusableLogError(
             "no valid event maps to a signal family (every event type is unmapped), so there"

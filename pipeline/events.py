@@ -2,17 +2,9 @@
 
 The checks run as DuckDB SQL inside one streaming scan of the file. Every rejected row lands
 in a rejects table with its source row number and a ``reason``; nothing is dropped silently.
-The valid rows are written once to a compact event store (Parquet, partitioned by customer, in
-a temporary folder), over which two views serve the rest of the pipeline:
-
-- ``events``: ``customer_id, occurred_at (TIMESTAMP, UTC), event_type, family, feature, amount,
-  severity`` (``severity`` is an ordinal 1 low, 2 medium, 3 high, 4 critical);
-- ``events_compact``: the same rows with integer customer ``code``, ``ts`` (epoch µs), event
-  type code ``etc`` (``_event_types``), family code ``fc``, feature code ``ftc`` (``_features``)
-  and partition ``part`` (and ``kind``, those four codes packed as stored: ``KindLayout``), for
-  the feature pass (``features.daily``);
-- ``events_stored``: ``events_compact`` plus the rejected exact duplicates, which cannot change
-  a first or last value, so that min/max/latest queries skip the anti-join that removes them.
+The valid rows are written once to the event store (``pipeline.store``: Parquet partitioned
+by customer plus a manifest, in a temporary folder), which is all that downstream code
+receives (``ValidatedData.store``).
 
 Time semantics: timestamps are UTC. Naive values (no offset or zone name) are read as UTC and
 counted in the report; values with an offset or a named zone (``UTC``, ``Europe/Paris``) are
@@ -25,9 +17,9 @@ our names, so that no user column can shadow an internal one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +28,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipeline.config import FAMILY_CODES, ColumnsConfig, Config, EventTypes
+from pipeline.config import FAMILY_CODES, ColumnsConfig, ComputeConfig, Config, EventTypes
 from pipeline.contract import (
     CUSTOMER_OPTIONAL,
     CUSTOMER_REQUIRED,
@@ -60,16 +52,35 @@ from pipeline.contract import (
     require,
     sql_literal,
 )
+from pipeline.store import (
+    CLEAN_SQL,
+    COMPACT_COLUMNS,
+    FLUSH_ROWS,
+    EventStore,
+    KindLayout,
+    create_store,
+    encode_values,
+    fingerprint,
+    number_customers,
+    part_glob,
+    write_partitions,
+)
 
 log = logging.getLogger(__name__)
 
-# Declared in pipeline.contract; still importable from here, as before the split.
+# Declared in pipeline.contract and pipeline.store; still importable from here, as before the
+# split.
 __all__ = [
+    "CLEAN_SQL",
+    "COMPACT_COLUMNS",
     "CUSTOMER_OPTIONAL",
     "CUSTOMER_REQUIRED",
     "EVENT_OPTIONAL",
     "EVENT_REQUIRED",
+    "FLUSH_ROWS",
+    "EventStore",
     "InputError",
+    "KindLayout",
     "sql_literal",
 ]
 
@@ -121,10 +132,12 @@ class ValidationReport:
 
 @dataclass
 class ValidatedData:
-    """Valid events (DuckDB views ``events`` and ``events_compact`` in ``con``, over a compact
-    Parquet store partitioned by customer), valid customers, and the report.
+    """Valid events (``store``: the event store, Parquet partitioned by customer plus its
+    manifest), valid customers, and the report.
 
     The store lives in a temporary folder that is removed when this object is garbage-collected.
+    ``con`` is the validation connection (the store's views; kept for callers not yet moved to
+    the store's methods).
     """
 
     con: duckdb.DuckDBPyConnection
@@ -132,7 +145,7 @@ class ValidatedData:
     report: ValidationReport
     event_rejects: pd.DataFrame
     customer_rejects: pd.DataFrame
-    store: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    store: EventStore | None = field(default=None, repr=False)
 
     @property
     def observed_until(self) -> pd.Timestamp:
@@ -150,6 +163,8 @@ class StoreScan:
     last_us: int | None
     first_events: pd.DataFrame | None = None
     """Each stored customer's first event: ``code``, ``ts`` (epoch µs)."""
+    store: EventStore | None = None
+    """The event store written (``pipeline.store``)."""
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -393,7 +408,7 @@ def validate_events(
     formats: Formats | None = None,
     found: dict | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int], int, StoreScan]:
-    """Validate the log; define the DuckDB relation ``events`` holding the valid rows.
+    """Validate the log; write the valid rows to the event store (``pipeline.store``).
 
     Returns (rejected rows with ``row`` and ``reason``, unknown event type counts, number of naive
     timestamps read as UTC, the valid log's row and customer counts). ``not_after``
@@ -404,13 +419,14 @@ def validate_events(
     Speed and memory: the checks run inside one streaming scan of the file, which writes the
     valid rows once, compact (integer customer codes, epoch microseconds, one packed integer
     for type, family, feature and severity) and partitioned by customer, to ``store_dir``
-    (Parquet). ``events_compact`` and ``events`` are views over that store; nothing of the size
-    of the log is held in memory.
+    (Parquet), with its manifest (``StoreScan.store``); nothing of the size of the log is held
+    in memory.
 
     ``mapping`` (``columns.events``) names the user's columns for ours; ``formats`` says how
     the file writes numbers and dates; detected number formats are recorded in ``found``.
     """
-    store_dir = Path(store_dir or tempfile.mkdtemp(prefix="churn-events-")) / "compact"
+    root = Path(store_dir or tempfile.mkdtemp(prefix="churn-events-"))
+    store_dir = root / "compact"
     formats = formats or Formats()
     src = open_source(con, source, "events", mapping, formats)
     require(src, EVENT_REQUIRED, mapping)
@@ -437,7 +453,7 @@ def validate_events(
         con.execute("CREATE OR REPLACE TEMP TABLE _event_families AS SELECT * FROM _family_frame")
         con.unregister("_family_frame")
         bound = _timestamp_literal(not_after)
-        _customer_codes(con, src.sql, check_customers)
+        number_customers(con, src.sql, check_customers)
         unknown_customer = (
             "WHEN k.code IS NULL THEN 'customer_id not in customers table'"
             if check_customers
@@ -483,14 +499,15 @@ def validate_events(
         kind = "TABLE" if is_csv else "VIEW"
         con.execute("DROP VIEW IF EXISTS events_typed; DROP TABLE IF EXISTS events_typed")
         con.execute(f"CREATE TEMP {kind} events_typed AS {typed}")
-        _value_codes(con, "events_typed")
+        encode_values(con, "events_typed")
         con.execute("DROP VIEW IF EXISTS events_parsed")
         con.execute(f"CREATE TEMP VIEW events_parsed AS {parsed}")
         layout = KindLayout.for_dictionaries(con)
-        parts = _write_store(con, store_dir, partition_customers, layout)
+        parts = write_partitions(con, store_dir, partition_customers, layout)
         scan = _scan_store(con, store_dir, parts, partition_customers, check_duplicates)
         duplicates = scan.duplicates
-        _create_event_views(con, store_dir, parts, duplicates, partition_customers, layout)
+        store = create_store(con, root, parts, duplicates, partition_customers, layout)
+        scan = dataclasses.replace(scan, store=store)
         # Parquet and CSV-table row counts are metadata: when every row reached the store, no row
         # failed a check and the rejects need no second pass over the parsed log.
         n_stored = scan.rows + scan.duplicates
@@ -520,202 +537,13 @@ def validate_events(
             FROM {src.select(only_rows="bad")} s JOIN bad USING (_row)
             ORDER BY 1
         """).df()
-        unknown = dict(
-            con.execute(
-                "SELECT t.event_type, count(*) FROM events_compact e"
-                " JOIN _event_types t USING (etc) WHERE e.fc = 0 GROUP BY 1 ORDER BY 2 DESC, 1"
-            ).fetchall()
-        )
+        unknown = store.unknown_event_types()
         n_naive = 0
         if naive != "false":
             n_naive = con.execute(
                 "SELECT count(*) FROM events_parsed WHERE naive AND occurred_at IS NOT NULL"
             ).fetchall()[0][0]
         return rejects, unknown, int(n_naive), scan
-
-
-COMPACT_COLUMNS = (
-    "code INTEGER, ts BIGINT, etc INTEGER, fc TINYINT, ftc INTEGER,"
-    " amount DOUBLE, severity TINYINT, _row BIGINT, part INTEGER, kind BIGINT"
-)
-
-
-@dataclass(frozen=True)
-class KindLayout:
-    """How the event type, family, feature and severity codes share the store's one integer
-    column ``kind``: from the low bits, severity (0 = none), family code, feature code + 1
-    (0 = none), event type code. Four small columns cost 0.6–0.85 s more to write than one at
-    40M rows (the Parquet writer's per-column work); readers unpack them with shifts."""
-
-    ftc_bits: int
-    etc_bits: int
-
-    SEVERITY_BITS = 3
-    FAMILY_BITS = max(FAMILY_CODES.values()).bit_length()
-
-    @classmethod
-    def for_dictionaries(cls, con: duckdb.DuckDBPyConnection) -> KindLayout:
-        (n_types,) = con.execute("SELECT count(*) FROM _event_types").fetchall()[0]
-        (n_features,) = con.execute("SELECT count(*) FROM _features").fetchall()[0]
-        return cls(
-            ftc_bits=int(n_features).bit_length(),
-            etc_bits=max(int(n_types) - 1, 0).bit_length(),
-        )
-
-    @property
-    def ftc_shift(self) -> int:
-        return self.SEVERITY_BITS + self.FAMILY_BITS
-
-    @property
-    def etc_shift(self) -> int:
-        return self.ftc_shift + self.ftc_bits
-
-    @property
-    def sql_type(self) -> str:
-        return "INTEGER" if self.etc_shift + self.etc_bits <= 31 else "BIGINT"
-
-    def pack_sql(self) -> str:
-        """``kind`` from the columns ``etc``, ``fc``, ``ftc`` and ``severity``."""
-        return (
-            f"CAST((CAST(etc AS BIGINT) << {self.etc_shift})"
-            f" | (CAST(coalesce(ftc + 1, 0) AS BIGINT) << {self.ftc_shift})"
-            f" | (CAST(fc AS BIGINT) << {self.SEVERITY_BITS})"
-            f" | coalesce(severity, 0) AS {self.sql_type})"
-        )
-
-    def unpack(self, kind: np.ndarray) -> dict[str, np.ndarray]:
-        """``unpack_sql`` in numpy: ``etc``, ``fc``, ``ftc`` (−1 where none), ``severity``
-        (0 where none); for a reader that fetches ``kind`` itself (a third faster than
-        unpacking in the query)."""
-        kind = np.asarray(kind, dtype=np.int64)
-        return {
-            "etc": (kind >> self.etc_shift).astype(np.int32),
-            "fc": ((kind >> self.SEVERITY_BITS) & ((1 << self.FAMILY_BITS) - 1)).astype(np.int8),
-            "ftc": ((kind >> self.ftc_shift) & ((1 << self.ftc_bits) - 1)) - 1,
-            "severity": (kind & ((1 << self.SEVERITY_BITS) - 1)).astype(np.int8),
-        }
-
-    def unpack_sql(self) -> dict[str, str]:
-        """SQL for ``etc``, ``fc``, ``ftc`` and ``severity`` (NULL where none) from ``kind``."""
-        family_mask, feature_mask = (1 << self.FAMILY_BITS) - 1, (1 << self.ftc_bits) - 1
-        return {
-            "etc": f"CAST(kind >> {self.etc_shift} AS INTEGER)",
-            "fc": f"CAST((kind >> {self.SEVERITY_BITS}) & {family_mask} AS TINYINT)",
-            "ftc": f"CAST(NULLIF((kind >> {self.ftc_shift}) & {feature_mask}, 0) - 1 AS INTEGER)",
-            "severity": f"CAST(NULLIF(kind & {(1 << self.SEVERITY_BITS) - 1}, 0) AS TINYINT)",
-        }
-
-
-CLEAN_SQL = "NULLIF(trim(CAST(raw AS VARCHAR)), '')"
-"""A raw id, type or feature value as the pipeline reads it: trimmed, blank as missing."""
-
-
-def _value_codes(con: duckdb.DuckDBPyConnection, relation: str) -> None:
-    """Number the log's distinct cleaned values and map every raw value to its code.
-
-    Creates the dictionaries ``_event_types`` (``etc``, name, family, family code ``fc``: 0 when
-    unmapped) and ``_features`` (``ftc``, name), so that the event store holds small integers
-    instead of strings (a third of its write time), and the per-row code tables
-    ``_customer_value_codes`` (``raw``, ``code``: NULL when not in ``customer_codes``,
-    ``missing``), ``_type_value_codes`` (``raw``, ``etc``, ``fc``) and ``_feature_value_codes``
-    (``raw``, ``ftc``). A raw value that is NULL matches no row of its table.
-    ``relation`` has the columns ``customer_raw``, ``type_raw`` and ``feature_raw``.
-    """
-    for name, column in (
-        ("customer", "customer_raw"),
-        ("type", "type_raw"),
-        ("feature", "feature_raw"),
-    ):
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _{name}_values AS SELECT raw, {CLEAN_SQL} AS clean"
-            f" FROM (SELECT DISTINCT {column} AS raw FROM {relation})"
-        )
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _event_types AS
-        SELECT (row_number() OVER (ORDER BY t.event_type) - 1)::INTEGER AS etc, t.event_type,
-               f.family, coalesce(f.fc, 0)::TINYINT AS fc
-        FROM (SELECT DISTINCT clean AS event_type FROM _type_values WHERE clean IS NOT NULL) t
-        LEFT JOIN _event_families f USING (event_type)
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _features AS
-        SELECT (row_number() OVER (ORDER BY feature) - 1)::INTEGER AS ftc, feature
-        FROM (SELECT DISTINCT clean AS feature FROM _feature_values WHERE clean IS NOT NULL)
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _customer_value_codes AS
-        SELECT v.raw, k.code, v.clean IS NULL AS missing
-        FROM _customer_values v LEFT JOIN customer_codes k ON k.customer_id = v.clean
-        WHERE v.raw IS NOT NULL
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _type_value_codes AS
-        SELECT v.raw, t.etc, t.fc
-        FROM _type_values v JOIN _event_types t ON t.event_type = v.clean
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _feature_value_codes AS
-        SELECT v.raw, f.ftc FROM _feature_values v JOIN _features f ON f.feature = v.clean
-    """)
-    con.execute("DROP TABLE _customer_values; DROP TABLE _type_values; DROP TABLE _feature_values")
-
-
-def _customer_codes(con: duckdb.DuckDBPyConnection, src: str, check_customers: bool) -> None:
-    """``customer_codes``: each valid customer's position in id order (the store's ``code``)."""
-    base = (
-        "customers"
-        if check_customers
-        else f"(SELECT DISTINCT NULLIF(trim(CAST(customer_id AS VARCHAR)), '') AS customer_id"
-        f" FROM {src})"
-    )
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE customer_codes AS
-        SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS code
-        FROM {base} WHERE customer_id IS NOT NULL
-    """)
-
-
-FLUSH_ROWS = 131_072
-"""Rows a writer thread buffers across partitions before flushing them to the event store."""
-
-
-def _write_store(
-    con: duckdb.DuckDBPyConnection, store_dir: Path, size: int, layout: KindLayout
-) -> list[int]:
-    """Write the valid events, compact and partitioned by customer code, to ``store_dir``.
-
-    One streaming pass: ``code`` is the customer's position in the sorted customers table,
-    ``ts`` epoch microseconds (UTC), ``kind`` the type, family, feature and severity codes
-    (``KindLayout``); partition ``part`` holds the customers with ``code // size == part``.
-    Returns the partition numbers written.
-    Parquet V2 (delta encodings), without a compression codec or dictionary pages: the store is
-    temporary and read back several times, so write and read speed count, not size. Measured
-    at 40M rows: V2 wrote 0.4 s faster than V1 and read back twice as fast; leaving out the
-    codec and dictionary pages saved ~0.35 s more (317 MB instead of 250 MB on disk).
-    """
-    shutil.rmtree(store_dir, ignore_errors=True)
-    store_dir.mkdir(parents=True)
-    # Each writer thread flushes its partition buffers every 131,072 rows instead of 524,288:
-    # peak memory of the write 0.95 -> 0.6 GB (1.65 -> 0.75 GB for a log in time order, whose
-    # rows touch every partition at once), same speed.
-    con.execute(f"SET partitioned_write_flush_threshold = {FLUSH_ROWS}")
-    con.execute(
-        f"""
-        COPY (
-            SELECT code, epoch_us(occurred_at) AS ts, {layout.pack_sql()} AS kind, amount,
-                   _row::BIGINT AS _row, (code // {int(size)})::INTEGER AS part
-            FROM events_parsed WHERE reason IS NULL
-        ) TO {sql_literal(store_dir)}
-        (FORMAT parquet, PARQUET_VERSION V2, COMPRESSION uncompressed, DICTIONARY_SIZE_LIMIT 1,
-         PARTITION_BY (part), OVERWRITE_OR_IGNORE)
-        """
-    )
-    return sorted(int(p.name.split("=", 1)[1]) for p in store_dir.glob("part=*"))
-
-
-def _part_glob(store_dir: Path, part: int | None = None) -> str:
-    folder = "part=*" if part is None else f"part={int(part)}"
-    return sql_literal(store_dir / folder / "*.parquet")
 
 
 KEY_BITS = 62  # (customer, time) as one int64 when it fits; two sort keys when not
@@ -755,18 +583,18 @@ def _scan_store(
     for one integer (``KEY_BITS``), the pair is sorted as two keys instead. Rows repeating an
     earlier row go to ``_duplicate_rows`` (their source row numbers; the first copy stays).
     """
-    con.execute("CREATE OR REPLACE TEMP TABLE _duplicate_rows (_row BIGINT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE _duplicate_rows (_row BIGINT, part INTEGER)")
     if not parts:
         return StoreScan(0, 0, 0, None)
     rows, first_us, last_us = con.execute(
-        f"SELECT count(*), min(ts), max(ts) FROM read_parquet({_part_glob(store_dir)})"
+        f"SELECT count(*), min(ts), max(ts) FROM read_parquet({part_glob(store_dir)})"
     ).fetchall()[0]
     code_bits = max(int(size) - 1, 1).bit_length()
     ts_bits = max(int(last_us) - int(first_us), 1).bit_length()
     one_key = code_bits + ts_bits <= KEY_BITS
     customers, pairs, firsts = 0, [], []
     for part in parts:
-        files = f"read_parquet({_part_glob(store_dir, part)})"
+        files = f"read_parquet({part_glob(store_dir, part)})"
         lo = int(part) * int(size)
         if one_key:
             key = con.execute(
@@ -793,9 +621,11 @@ def _scan_store(
         key = "code, ts, kind, amount"  # kind: type, family, feature and severity
         con.execute(f"""
             INSERT INTO _duplicate_rows
-            SELECT _row FROM (
-                SELECT _row, row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
-                FROM read_parquet({_part_glob(store_dir)}) SEMI JOIN _duplicate_pair_frame
+            SELECT _row, part FROM (
+                SELECT _row, part,
+                       row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
+                FROM read_parquet({part_glob(store_dir)}, hive_partitioning = true)
+                SEMI JOIN _duplicate_pair_frame
                 USING (code, ts)
             ) WHERE copy > 1
         """)
@@ -803,56 +633,6 @@ def _scan_store(
         duplicates = int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchall()[0][0])
     first_events = pd.concat(firsts, ignore_index=True) if firsts else None
     return StoreScan(duplicates, int(rows) - duplicates, customers, int(last_us), first_events)
-
-
-def _create_event_views(
-    con: duckdb.DuckDBPyConnection,
-    store_dir: Path,
-    parts: list[int],
-    duplicates: int,
-    size: int,
-    layout: KindLayout,
-) -> None:
-    """``events_compact`` (codes, for the feature pass) and ``events`` (names, for everyone)."""
-    if parts:
-        codes = layout.unpack_sql()
-        source = (
-            f"(SELECT code, ts, {codes['etc']} AS etc, {codes['fc']} AS fc,"
-            f" {codes['ftc']} AS ftc, amount, {codes['severity']} AS severity, _row, part, kind"
-            f" FROM read_parquet({_part_glob(store_dir)}, hive_partitioning = true))"
-        )
-    else:
-        columns = ", ".join(
-            f"CAST(NULL AS {c.split()[1]}) AS {c.split()[0]}" for c in COMPACT_COLUMNS.split(",")
-        )
-        source = f"(SELECT {columns} LIMIT 0)"
-    keep = "WHERE _row NOT IN (SELECT _row FROM _duplicate_rows)" if duplicates else ""
-    n_codes = con.execute("SELECT count(*) FROM customer_codes").fetchall()[0][0]
-    bounds = pd.DataFrame({"part": np.arange(max(1, -(-n_codes // size)), dtype=np.int32)})
-    bounds["lo"] = bounds["part"] * size
-    bounds["hi"] = np.minimum(bounds["lo"] + size, n_codes).astype(np.int32)
-    con.register("_partition_frame", bounds)
-    con.execute("CREATE OR REPLACE TEMP TABLE _partitions AS SELECT * FROM _partition_frame")
-    con.unregister("_partition_frame")
-    con.execute(
-        "DROP VIEW IF EXISTS events_compact; DROP VIEW IF EXISTS events;"
-        " DROP VIEW IF EXISTS events_stored"
-    )
-    con.execute(f"CREATE TEMP VIEW events_stored AS SELECT * FROM {source}")
-    con.execute(f"CREATE TEMP VIEW events_compact AS SELECT * FROM events_stored {keep}")
-    families = pd.DataFrame({"fc": list(FAMILY_CODES.values()), "family": list(FAMILY_CODES)})
-    con.register("_family_code_frame", families.astype({"fc": "int8", "family": "str"}))
-    con.execute("CREATE OR REPLACE TEMP TABLE _family_codes AS SELECT * FROM _family_code_frame")
-    con.unregister("_family_code_frame")
-    con.execute("""
-        CREATE TEMP VIEW events AS
-        SELECT c.customer_id, make_timestamp(e.ts) AS occurred_at, t.event_type, f.family,
-               ft.feature, e.amount, e.severity
-        FROM events_compact e JOIN customer_codes c USING (code)
-        JOIN _event_types t USING (etc)
-        LEFT JOIN _features ft USING (ftc)
-        LEFT JOIN _family_codes f ON f.fc = e.fc
-    """)
 
 
 def _counts(rejects: pd.DataFrame) -> dict[str, int]:
@@ -875,6 +655,7 @@ def load_and_validate(
     partition_customers: int = 10_000,
     columns: ColumnsConfig | None = None,
     formats: Formats | None = None,
+    compute: ComputeConfig | None = None,
 ) -> ValidatedData:
     """Validate customers then events; write rejects files; fail past ``max_reject_share``.
 
@@ -895,7 +676,10 @@ def load_and_validate(
         not_after=_utc_now(),
         found=found,
     )
-    store = tempfile.TemporaryDirectory(prefix="churn-events-")
+    compute = compute or ComputeConfig()
+    if compute.store_dir is not None:
+        Path(compute.store_dir).mkdir(parents=True, exist_ok=True)
+    store = tempfile.TemporaryDirectory(prefix="churn-events-", dir=compute.store_dir)
     event_rejects, unknown, n_naive, scan = validate_events(
         con,
         events,
@@ -907,7 +691,7 @@ def load_and_validate(
         formats=formats,
         found=found,
     )
-    late_signups = _signups_after_first_event(con, scan.first_events)
+    late_signups = scan.store.signups_after_first_event(scan.first_events)
     n_valid, last_us = scan.rows, scan.last_us
     without = len(customers_df) - scan.customers
     if observed_until is None:
@@ -934,27 +718,10 @@ def load_and_validate(
         report.rejects_files = _write_rejects(rejects_dir, event_rejects, customer_rejects)
     _log_report(report, events, late_signups)
     _check_share(report, max_reject_share, events, customers)
-    return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, store)
-
-
-def _signups_after_first_event(
-    con: duckdb.DuckDBPyConnection, first_events: pd.DataFrame | None
-) -> list[str]:
-    """Ids of customers whose signup_at comes after their own first valid event.
-
-    Such a customer (a re-signup, a migrated account, a typo) is outside the base for every
-    as_of before signup_at although the log shows activity then: counted and named in the log
-    (flagged, not changed) so that the user can check signup_at."""
-    if first_events is None or first_events.empty:
-        return []
-    con.register("_first_event_frame", first_events)
-    rows = con.execute("""
-        SELECT k.customer_id FROM _first_event_frame f JOIN customer_codes k USING (code)
-        JOIN customers c USING (customer_id) WHERE c.signup_at > make_timestamp(f.ts)
-        ORDER BY 1
-    """).fetchall()
-    con.unregister("_first_event_frame")
-    return [r[0] for r in rows]
+    inputs = {"events": fingerprint(events), "customers": fingerprint(customers)}
+    scan.store.finish(report.observed_until, inputs, compute)
+    scan.store.keep = store
+    return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, scan.store)
 
 
 def _utc_now() -> pd.Timestamp:
@@ -1060,4 +827,5 @@ def load_inputs(config: Config, con: duckdb.DuckDBPyConnection | None = None) ->
         partition_customers=config.validation.partition_customers,
         columns=config.columns,
         formats=Formats.of(config.data),
+        compute=config.compute,
     )

@@ -62,6 +62,7 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.events import ValidatedData
+from pipeline.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _active_ids(customers: pd.DataFrame, t: pd.Timestamp) -> pd.Series:
 
 
 def inactivity_snapshots(
-    con: duckdb.DuckDBPyConnection,
+    source: EventStore | duckdb.DuckDBPyConnection,
     at: Sequence[pd.Timestamp],
     families: Sequence[str],
     active_days: int,
@@ -153,7 +154,7 @@ def inactivity_snapshots(
     """Customers active at each instant t in ``at`` under the non-contractual definition: at
     least one event of ``families`` in [t − active_days days, t).
 
-    Runs on the DuckDB table ``events`` of ``con`` (read only). Each t must be a month start
+    Runs on the event store (``EventStore.active_customers_at``). Each t must be a month start
     (UTC midnight on day 1; period starts are): the log is first reduced to each customer's last
     qualifying event per calendar month, which is exact for such instants because a month
     before t has an event in the window iff its last event is at or after t − active_days.
@@ -164,33 +165,14 @@ def inactivity_snapshots(
         raise ValueError("inactivity_snapshots: every instant must be a month start (UTC)")
     if not instants or not families:
         return _snapshot_frame([])
-    frame = con.execute(
-        """
-        WITH bounds AS (SELECT unnest(CAST(? AS TIMESTAMP[])) AS instant),
-        months AS (
-            SELECT customer_id, date_trunc('month', occurred_at) AS month,
-                   max(occurred_at) AS last_at
-            FROM events WHERE list_contains(CAST(? AS VARCHAR[]), family)
-            GROUP BY ALL
-        )
-        SELECT DISTINCT bounds.instant AS "at", months.customer_id
-        FROM months JOIN bounds
-          ON months.month < bounds.instant
-         AND months.last_at >= bounds.instant - to_days(CAST(? AS INTEGER))
-        ORDER BY 1, 2
-        """,
-        [[t.to_pydatetime() for t in instants], list(families), int(active_days)],
-    ).df()
+    frame = EventStore.of(source).active_customers_at(instants, list(families), active_days)
     return _snapshot_frame([frame])
 
 
-def payment_history(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Recurring payments from the DuckDB table ``events``: (customer_id, occurred_at, amount)
-    of events of family ``payment`` with an amount (that month's MRR), sorted by time."""
-    frame = con.execute(
-        "SELECT customer_id, occurred_at, amount FROM events"
-        " WHERE family = 'payment' AND amount IS NOT NULL ORDER BY occurred_at, customer_id"
-    ).df()
+def payment_history(source: EventStore | duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Recurring payments from the event store: (customer_id, occurred_at, amount) of events
+    of family ``payment`` with an amount (that month's MRR), sorted by time."""
+    frame = EventStore.of(source).payments()
     return frame.astype({"occurred_at": TS, "amount": "float64"})
 
 
@@ -507,7 +489,7 @@ def run_kpis(
     period = period or config.kpis.period
     until = pd.Timestamp(data.observed_until)
     months, bounds = snapshot_instants(data.customers, until, period)
-    payments = payment_history(data.con)
+    payments = payment_history(data.store)
     table, cohorts = kpi_tables(
         data.customers,
         _snapshots(config, data, months.union(bounds)),
@@ -531,7 +513,7 @@ def _snapshots(config: Config, data: ValidatedData, at: pd.DatetimeIndex) -> pd.
     if config.label.definition == "cancellation":
         return contractual_snapshots(data.customers, at)
     return inactivity_snapshots(
-        data.con, at, config.label.qualifying_families, config.kpis.active_days
+        data.store, at, config.label.qualifying_families, config.kpis.active_days
     )
 
 

@@ -138,7 +138,7 @@ def run_backtest(
     if len(dates) == 0:
         log.warning("backtest: no as_of date with a known outcome; tiers section left empty")
         return None
-    frame = backtest_frame(data.con, data.customers, dates, features, label, until)
+    frame = backtest_frame(data.store, data.customers, dates, features, label, until)
     if "segment" in data.customers and "segment" not in frame:
         segments = data.customers[["customer_id", "segment"]]
         frame = frame.merge(segments, on="customer_id", how="left")

@@ -141,7 +141,7 @@ def matured_labels(
         return pd.DataFrame(columns=["customer_id", "as_of", "churned"])
     index = pd.DatetimeIndex(dates).as_unit("us")
     labels = map_partitions(
-        data.con,
+        data.store,
         data.customers,
         index,
         label.qualifying_families,

@@ -161,7 +161,7 @@ def build_base(
         return frame
 
     frame = map_partitions(
-        data.con,
+        data.store,
         customers,
         [as_of],
         label.qualifying_families,
@@ -182,7 +182,7 @@ def build_base(
     }
     if label.definition == "inactivity":
         counts["lapsed"] = int(frame.loc[member, "lapsed"].sum())
-    n_features = len(product_features(data.con))
+    n_features = len(product_features(data.store))
     in_base_rows = with_bgnbd(frame[member].reset_index(drop=True), label.horizon_days)
     return Base(in_base_rows, counts, n_features, as_of)
 

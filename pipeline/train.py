@@ -327,9 +327,7 @@ def _by_margin(item: tuple[str, float]) -> float:
 
 def data_fingerprint(config: Config, data: ValidatedData) -> dict:
     """Row counts, date range and a SHA-256 of each input file: which data made the model."""
-    first, last = data.con.execute(
-        "SELECT min(occurred_at), max(occurred_at) FROM events"
-    ).fetchall()[0]
+    first, last = data.store.event_range()
     return {
         "events_file": str(config.data.events),
         "events_sha256": _sha256(config.data.events),
@@ -510,13 +508,13 @@ def run_training(
 ) -> TrainResult:
     """The whole training job (see module docstring). I/O: MLflow, ``models/``, outputs."""
     data = data or load_inputs(config)
-    check_mapped_events(data.con, config.label)
-    first_event = data.con.execute("SELECT min(occurred_at) FROM events").fetchall()[0][0]
+    check_mapped_events(data.store, config.label)
+    first_event = data.store.first_event()
     plan = plan_backtest(
         first_event, data.observed_until, config.dataset, config.label.horizon_days
     )
     training = build_training_set(
-        data.con, data.customers, plan.dates, config.features, config.label, data.observed_until
+        data.store, data.customers, plan.dates, config.features, config.label, data.observed_until
     )
     backtest = evaluate_backtest(plan, run_backtest(training, plan, config, on_iteration))
     production = fit_production(training, backtest, config.train, on_iteration)

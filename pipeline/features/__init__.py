@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
-import duckdb
 import pandas as pd
 
-from pipeline.config import FeatureConfig
+from pipeline.config import ComputeConfig, FeatureConfig
 from pipeline.features.billing import build_billing
 from pipeline.features.breadth import build_breadth
 from pipeline.features.btyd import BGNBD_FEATURES, with_bgnbd
 from pipeline.features.daily import (
     FEATURE_WINDOW_DAYS,
     DailyLog,
+    PartitionReader,
+    Source,
     build_daily_log,
     check_customer_order,
+    daily_log,
     partitions,
     product_features,
 )
@@ -32,6 +35,8 @@ from pipeline.features.lifetime import build_lifetime
 from pipeline.features.recency import build_recency
 from pipeline.features.support import build_support
 from pipeline.features.trend import build_trend
+from pipeline.runner import for_log, run_tasks, threads_per_task
+from pipeline.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -94,39 +99,91 @@ def build_features(
     return frame
 
 
+@dataclass(frozen=True)
+class PartitionTask:
+    """Everything one partition's work needs, and nothing shared: its files (``reader``), its
+    customers (in code order), the as_of dates and the read bounds."""
+
+    reader: PartitionReader
+    customers: pd.DataFrame
+    as_of: pd.DatetimeIndex
+    qualifying_families: tuple[str, ...]
+    until: pd.Timestamp | None
+    since: pd.Timestamp | None
+    products: dict[str, int]
+
+
+def run_partition(task: PartitionTask, fn: Callable[[Grid], pd.DataFrame]) -> pd.DataFrame:
+    """The pure per-partition function: its events → daily log → grid → ``fn``. It opens its
+    own connection on the partition's files, so it runs the same in this process, a joblib
+    worker or a Dask task."""
+    ids = task.customers["customer_id"].to_numpy()
+    daily = daily_log(
+        task.reader, ids, list(task.qualifying_families), task.until, task.products, task.since
+    )
+    return fn(build_grid(daily, task.customers, task.as_of))
+
+
+def partition_tasks(
+    store: EventStore,
+    customers: pd.DataFrame,
+    as_of: pd.DatetimeIndex,
+    qualifying_families: list[str],
+    until: pd.Timestamp | None,
+    since: pd.Timestamp | None,
+    threads: int | None = None,
+) -> list[PartitionTask]:
+    """One task per partition of ``store``; ``customers`` are the validated customers in the
+    store's order (checked)."""
+    check_customer_order(store, customers["customer_id"].to_numpy())
+    products, layout, codes = product_features(store), store.layout, store.feature_codes()
+    return [
+        PartitionTask(
+            PartitionReader(store.partition(part), layout, codes, threads),
+            customers.iloc[lo:hi],
+            as_of,
+            tuple(qualifying_families),
+            until,
+            since,
+            products,
+        )
+        for part, lo, hi in store.partitions()
+    ]
+
+
 def map_partitions(
-    con: duckdb.DuckDBPyConnection,
+    source: Source,
     customers: pd.DataFrame,
     as_of: list | pd.DatetimeIndex,
     qualifying_families: list[str],
     fn: Callable[[Grid], pd.DataFrame],
     until: pd.Timestamp | None = None,
     lookback_days: int | None = FEATURE_WINDOW_DAYS,
+    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
     """Run ``fn`` on the grid of each customer partition of the event store and stack results.
 
     Features are per customer, so partitions are independent: memory is bounded by one
-    partition, whatever the size of the log. Rows come back ordered by as_of, then customer_id,
-    exactly as one unpartitioned grid would give them.
+    partition per worker, whatever the size of the log, and the partitions run on the
+    configured runner (``compute``, default the store's: joblib processes or Dask; see
+    ``pipeline.runner``). Rows come back ordered by as_of, then customer_id, exactly as one
+    unpartitioned grid would give them, whatever the runner.
 
     ``lookback_days``: the longest window before as_of that ``fn`` sums over; day rows older
     than the earliest as_of minus that are folded into one history row per customer (see
     ``build_daily_log``, with the cumulative totals), so one as_of reads
     ``FEATURE_WINDOW_DAYS`` of day rows, not the whole log. None keeps every day.
     """
+    store = EventStore.of(source)
+    compute = for_log(compute or store.compute, store.manifest["rows"])
     as_of = normalise_as_of(as_of)
-    ids = customers["customer_id"].to_numpy()
-    products = product_features(con)
-    check_customer_order(con, ids)
     since = None
     if lookback_days is not None and len(as_of):
         since = as_of.min() - pd.Timedelta(days=lookback_days)
-    frames = []
-    for part, _, _ in partitions(con):
-        daily = build_daily_log(
-            con, ids, qualifying_families, until, part, products, check_order=False, since=since
-        )
-        frames.append(fn(build_grid(daily, customers, as_of)))
+    n_parts = len(store.partitions())
+    threads = threads_per_task(compute, n_parts)
+    tasks = partition_tasks(store, customers, as_of, qualifying_families, until, since, threads)
+    frames = run_tasks(run_partition, tasks, compute, fn)
     frames = [f for f in frames if len(f)] or frames[:1]
     several = len(frames) > 1
     frame = pd.concat(frames, ignore_index=True)
@@ -137,23 +194,35 @@ def map_partitions(
 
 
 def features_for_dates(
-    con: duckdb.DuckDBPyConnection,
+    source: Source,
     customers: pd.DataFrame,
     as_of: list | pd.DatetimeIndex,
     config: FeatureConfig,
     qualifying_families: list[str],
+    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
     """Features for every eligible customer at each as_of, partition by partition, reading
-    only events before the last as_of."""
+    only events before the last as_of (``compute``: the runner, default the store's)."""
     as_of = normalise_as_of(as_of)
     return map_partitions(
-        con,
+        source,
         customers,
         as_of,
         qualifying_families,
-        lambda grid: build_features_for_grid(grid, config),
+        _FeatureRows(config),
         until=as_of.max(),
+        compute=compute,
     )
+
+
+@dataclass(frozen=True)
+class _FeatureRows:
+    """``build_features_for_grid`` with its config: a picklable task function."""
+
+    config: FeatureConfig
+
+    def __call__(self, grid: Grid) -> pd.DataFrame:
+        return build_features_for_grid(grid, self.config)
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -174,5 +243,7 @@ __all__ = [
     "features_for_dates",
     "map_partitions",
     "normalise_as_of",
+    "partitions",
+    "run_partition",
     "with_bgnbd",
 ]

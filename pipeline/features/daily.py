@@ -18,7 +18,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import FAMILY_CODES
-from pipeline.events import KindLayout, time_order
+from pipeline.events import time_order
+from pipeline.store import PARTITION_VIEW, EventStore, KindLayout, Partition, open_partition
+
+Source = EventStore | duckdb.DuckDBPyConnection
+"""The event store, or (for callers not yet moved) the validation connection holding it."""
 
 DAY_BITS = 21  # days since 1970 fit in 21 bits until the year 7711
 US_PER_DAY = 86_400_000_000
@@ -70,15 +74,10 @@ def _key(code: np.ndarray, day: np.ndarray) -> np.ndarray:
     return (np.asarray(code, dtype=np.int64) << DAY_BITS) | np.asarray(day, dtype=np.int64)
 
 
-def product_features(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def product_features(source: Source) -> dict[str, int]:
     """The product features used in the valid log, sorted by name, each with the UTC day
     (days since 1970) anyone first used it (exact duplicates change no first day)."""
-    rows = con.execute(
-        f"SELECT f.feature, min(e.ts) // {US_PER_DAY} FROM events_stored e"
-        " JOIN _features f USING (ftc) WHERE e.fc = $fc GROUP BY 1 ORDER BY 1",
-        {"fc": FAMILY_CODES["feature_use"]},
-    ).fetchall()
-    names = {str(r[0]): int(r[1]) for r in rows}
+    names = EventStore.of(source).product_features()
     if len(names) > MAX_FEATURES:
         raise ValueError(
             f"the log names {len(names)} distinct product features; at most {MAX_FEATURES} are"
@@ -87,16 +86,14 @@ def product_features(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return names
 
 
-def partitions(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int]]:
+def partitions(source: Source) -> list[tuple[int, int, int]]:
     """(partition, first code, end code) of every customer partition of the event store."""
-    return [tuple(r) for r in con.execute("SELECT * FROM _partitions ORDER BY 1").fetchall()]
+    return EventStore.of(source).partitions()
 
 
-def check_customer_order(con: duckdb.DuckDBPyConnection, customer_ids: np.ndarray) -> None:
-    stored = con.execute("SELECT customer_id FROM customer_codes ORDER BY code").fetchnumpy()
-    if not np.array_equal(
-        np.asarray(stored["customer_id"], dtype=object), np.asarray(customer_ids, dtype=object)
-    ):
+def check_customer_order(source: Source, customer_ids: np.ndarray) -> None:
+    stored = EventStore.of(source).customer_ids()
+    if not np.array_equal(stored, np.asarray(customer_ids, dtype=object)):
         raise ValueError(
             "customer_ids must be the validated customers in their stored order"
             " (ValidatedData.customers['customer_id'])"
@@ -104,7 +101,7 @@ def check_customer_order(con: duckdb.DuckDBPyConnection, customer_ids: np.ndarra
 
 
 def build_daily_log(
-    con: duckdb.DuckDBPyConnection,
+    source: Source,
     customer_ids: np.ndarray,
     qualifying_families: list[str],
     until: pd.Timestamp | None = None,
@@ -113,16 +110,50 @@ def build_daily_log(
     check_order: bool = True,
     since: pd.Timestamp | None = None,
 ) -> DailyLog:
-    """Per-(customer, UTC day) counts and values from the compact event store.
+    """Per-(customer, UTC day) counts and values from the event store: one partition
+    (``part``) or the whole log (None); see ``daily_log``.
 
-    DuckDB streams one partition's valid events (or all, when ``part`` is None) as narrow
-    integer columns ordered by (customer, time); numpy then reduces each run of equal
-    (customer, day) keys — one pass, no per-customer loop (a SQL GROUP BY with twenty FILTER
-    aggregates measured 3× slower). ``customer_ids`` must be the validated customers in order
-    (their position is the customer code). ``until`` (exclusive) drops later events.
-    Qualifying events (use of the product) are those whose family is in ``qualifying_families``.
-    ``check_order=False`` skips the customer-order check for a caller that made it once for
-    many partitions.
+    ``customer_ids`` must be the validated customers in order (their position is the customer
+    code). ``check_order=False`` skips that check for a caller that made it once for many
+    partitions. The log covers the partition's customers only (``customer_ids[lo:hi]``).
+    """
+    store = EventStore.of(source)
+    if check_order:
+        check_customer_order(store, customer_ids)
+    features = product_features(store) if features is None else features
+    partition = store.whole() if part is None else store.partition(part)
+    ids = np.asarray(customer_ids)[partition.lo : partition.hi]
+    reader = PartitionReader(partition, store.layout, store.feature_codes())
+    return daily_log(reader, ids, qualifying_families, until, features, since)
+
+
+@dataclass(frozen=True)
+class PartitionReader:
+    """What a worker needs to read one partition: its files, the ``kind`` bit layout and the
+    feature dictionary (no connection: ``open_partition`` opens its own)."""
+
+    partition: Partition
+    layout: KindLayout
+    feature_codes: dict[str, int]
+    threads: int | None = None
+
+
+def daily_log(
+    reader: PartitionReader,
+    customer_ids: np.ndarray,
+    qualifying_families: list[str],
+    until: pd.Timestamp | None,
+    features: dict[str, int],
+    since: pd.Timestamp | None = None,
+) -> DailyLog:
+    """Per-(customer, UTC day) counts and values of one partition (``customer_ids``: its
+    customers, in code order), on a short-lived DuckDB connection of its own.
+
+    DuckDB streams the partition's valid events as narrow integer columns; numpy sorts them by
+    (customer, time) and reduces each run of equal (customer, day) keys — one pass, no
+    per-customer loop (a SQL GROUP BY with twenty FILTER aggregates measured 3× slower).
+    ``until`` (exclusive) drops later events. Qualifying events (use of the product) are those
+    whose family is in ``qualifying_families``.
 
     ``since`` (a UTC midnight) keeps day rows only from that day on and folds each customer's
     older events into one history row (the day before), computed in DuckDB without bringing
@@ -133,39 +164,16 @@ def build_daily_log(
     before" queries and sums since the first event stay exact. A single as_of needs
     ``FEATURE_WINDOW_DAYS`` of day rows instead of the whole log.
     """
-    if check_order:
-        check_customer_order(con, customer_ids)
-    features = product_features(con) if features is None else features
-    where, params = ["TRUE"], {}
-    code_range = (0, -1)
-    if part is not None:
-        ((lo, hi),) = con.execute(
-            "SELECT lo, hi FROM _partitions WHERE part = $p", {"p": part}
-        ).fetchall()
-        code_range = (int(lo), int(hi))
-        where.append("e.part = $part")
-        params["part"] = int(part)
-    if until is not None:
-        where.append("e.ts < $until")
-        params["until"] = int(pd.Timestamp(until).value // 1000)
-    history_day = None
-    if since is not None:
-        history_day = _utc_day(since)
-        history = _history_rows(con, where, params, history_day * US_PER_DAY, qualifying_families)
-        where.append("e.ts >= $since")
-        params["since"] = history_day * US_PER_DAY
-    rows = con.execute(
-        f"SELECT e.code, e.ts, e.kind, e.amount FROM events_compact e WHERE {' AND '.join(where)}",
-        params,
-    ).fetchnumpy()
+    with open_partition(reader.partition, reader.layout, reader.threads) as con:
+        history_day, history, rows = _read_partition(con, qualifying_families, until, since)
     code, ts = np.asarray(rows["code"], np.int32), np.asarray(rows["ts"], np.int64)
     if len(ts) and ts.min() < 0:
         raise ValueError("events before 1970-01-01 are not supported; check occurred_at values")
     order = time_order(code, ts)
     code, ts = code[order], ts[order]
-    codes = KindLayout.for_dictionaries(con).unpack(np.asarray(rows["kind"])[order])
+    codes = reader.layout.unpack(np.asarray(rows["kind"])[order])
     fc = codes["fc"]
-    bit = _feature_bits(con, features, fc, codes["ftc"])
+    bit = _feature_bits(reader.feature_codes, features, fc, codes["ftc"])
     day = (ts // US_PER_DAY).astype(np.int32)
     key = _key(code, day)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
@@ -189,18 +197,43 @@ def build_daily_log(
         day,
         columns,
         tuple(features),
-        code_range,
+        (0, -1),
         first_day,
         history_day,
     )
 
 
+def _read_partition(
+    con: duckdb.DuckDBPyConnection,
+    qualifying_families: list[str],
+    until: pd.Timestamp | None,
+    since: pd.Timestamp | None,
+) -> tuple[int | None, dict | None, dict]:
+    """(history day, history rows, event rows) of the partition ``con`` holds."""
+    where, params = ["TRUE"], {}
+    if until is not None:
+        where.append("e.ts < $until")
+        params["until"] = int(pd.Timestamp(until).value // 1000)
+    history_day, history = None, None
+    if since is not None:
+        history_day = _utc_day(since)
+        history = _history_rows(con, where, params, history_day * US_PER_DAY, qualifying_families)
+        where.append("e.ts >= $since")
+        params["since"] = history_day * US_PER_DAY
+    rows = con.execute(
+        f"SELECT e.code, e.ts, e.kind, e.amount FROM {PARTITION_VIEW} e"
+        f" WHERE {' AND '.join(where)}",
+        params,
+    ).fetchnumpy()
+    return history_day, history, rows
+
+
 def _feature_bits(
-    con: duckdb.DuckDBPyConnection, features: dict[str, int], fc: np.ndarray, ftc: np.ndarray
+    codes: dict[str, int], features: dict[str, int], fc: np.ndarray, ftc: np.ndarray
 ) -> np.ndarray:
     """Per event, the bit of its product feature (position in ``features``) for feature use,
-    −1 for other events and for features not in ``features``."""
-    codes = dict(con.execute("SELECT feature, ftc FROM _features").fetchall())
+    −1 for other events and for features not in ``features``; ``codes``: every feature's
+    code in the store."""
     # One slot more than the largest code: events without a feature index it as -1 (the last).
     lookup = np.full(max(codes.values(), default=-1) + 2, -1, dtype=np.int8)
     for position, name in enumerate(features):
@@ -261,7 +294,7 @@ HISTORY_GROUPS_SQL = """
            min(e.ts) AS first_us, max(e.ts) AS last_us,
            max(e.ts) FILTER (e.amount IS NOT NULL) AS paid_us,
            arg_max(e.amount, (e.ts, e.amount)) FILTER (e.amount IS NOT NULL) AS paid_amount
-    FROM events_compact e WHERE {where} AND e.ts < $since
+    FROM partition_events e WHERE {where} AND e.ts < $since
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 """The events before ``since`` by customer, family and severity (plain aggregates: a GROUP BY
@@ -274,7 +307,7 @@ HISTORY_DAYS_SQL = """
         SELECT e.code, e.ts // {day_us} AS day,
                bool_or(list_contains($qualifying, e.fc)) AS active,
                bool_or(e.fc = $purchase) AS bought
-        FROM events_compact e WHERE {where} AND e.ts < $since GROUP BY 1, 2)
+        FROM partition_events e WHERE {where} AND e.ts < $since GROUP BY 1, 2)
     SELECT code, count(*) AS n_active_days,
            count(*) FILTER (active) AS n_qualifying_days,
            count(*) FILTER (bought) AS n_purchase_days,

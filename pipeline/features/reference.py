@@ -5,7 +5,7 @@ event frame, ``groupby("customer_id")``, then ``reindex`` onto the eligible cust
 rescans the log for every as_of, so it is slow; it exists only to check the one-pass builders
 in ``pipeline.features`` (``tests/test_reference.py``, ``python -m pipeline.bench``).
 
-Inputs: ``events`` is the validated DuckDB table ``events`` as a DataFrame (``events_frame``):
+Inputs: ``events`` is the validated log as a DataFrame (``events_frame``):
 ``customer_id, occurred_at (naive UTC), event_type, family, feature, amount, severity``;
 ``customers`` the validated customers frame. Every window is half-open, [as_of − N days, as_of):
 an event at as_of belongs to the future.
@@ -20,6 +20,7 @@ import pandas as pd
 from pipeline.config import FeatureConfig, LabelConfig
 from pipeline.features.grid import normalise_as_of
 from pipeline.features.lifecycle import STAGES
+from pipeline.store import EventStore
 
 DAY = pd.Timedelta(days=1)
 SUPPORT_FAMILIES = ("complaint", "support_ticket")
@@ -27,9 +28,9 @@ SPEND_FAMILIES = ("purchase", "payment")
 QUALIFYING = tuple(LabelConfig().qualifying_families)
 
 
-def events_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """The validated DuckDB table ``events`` as a pandas DataFrame."""
-    return con.execute("SELECT * FROM events").df()
+def events_frame(source: EventStore | duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The validated events (``EventStore.events_frame``) as a pandas DataFrame."""
+    return EventStore.of(source).events_frame()
 
 
 def n_product_features(events: pd.DataFrame) -> int:
