@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import FeatureConfig
 from pipeline.features import FAMILIES, KEYS
-from pipeline.features.catalog import BY_NAME, CATALOG, declared, markdown_table
+from pipeline.features.catalog import BASE_FEATURES, BY_NAME, CATALOG, declared, markdown_table
 from pipeline.features.grid import build_grid, normalise_as_of
 from pipeline.schemas import FEATURES
 
@@ -57,7 +57,9 @@ def test_every_built_column_has_the_declared_dtype(grid):
 
 
 def test_the_feature_contract_has_one_column_per_declaration_and_no_other():
-    assert list(FEATURES.columns) == KEYS + declared()
+    base_level = [spec.name for spec in BASE_FEATURES]  # fitted over the base, after builders
+    assert list(FEATURES.columns) == KEYS + declared() + base_level
+    assert not any(FEATURES.columns[name].required for name in base_level)
     assert len(BY_NAME) == len(CATALOG)
 
 
