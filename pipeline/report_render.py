@@ -27,6 +27,7 @@ from pipeline.report_data import (
     comparison_scores,
     group_quality,
     kpi_window,
+    list_outcomes,
     margin_phrase,
     model_comparison,
     tier_counts,
@@ -447,6 +448,30 @@ def groups_view(inputs: ReportInputs) -> dict:
     return {"available": True, "groups": groups, "min_size": inputs.min_group_size}
 
 
+CATCH_ROWS = {
+    "listed_per_owner_max": ("listed customers per owner and date, at most", ",.0f"),
+    "listed_churn_over_base": ("observed churn of the list ÷ the base rate", ".2f"),
+    "red_churn_over_green": ("observed churn of red ÷ that of green", ".2f"),
+    "churners_covered": ("share of all churners on the list", ".1%"),
+    "revenue_at_risk_covered": ("share of revenue at risk on the list", ".1%"),
+    "lost_revenue_covered": ("share of the revenue actually lost on the list", ".1%"),
+    "listed_below_base_rate_unescalated": ("listed below the base rate, not escalated", ",.0f"),
+}
+"""What the red + orange list catches over the backtest (``list_outcomes``), in words."""
+
+
+def _catch_table(backtest: pd.DataFrame) -> dict | None:
+    """The list's length, concentration of risk and coverage, when the backtest has values."""
+    if "customer_value" not in backtest or "escalated_by" not in backtest:
+        return None
+    outcomes = list_outcomes(backtest)
+    rows = [
+        {"measure": label, "value": fmt(outcomes[key], spec)}
+        for key, (label, spec) in CATCH_ROWS.items()
+    ]
+    return table(pd.DataFrame(rows))
+
+
 def tiers_view(inputs: ReportInputs) -> dict:
     """Tier mix over time, observed churn per tier, tier stability, from the backtest."""
     policy = (inputs.card or {}).get("tier_policy", {}).get("description")
@@ -471,6 +496,8 @@ def tiers_view(inputs: ReportInputs) -> dict:
         "mix": figure(plots.tier_mix(counts), "Customers per tier over time"),
         "outcomes": figure(plots.tier_outcomes(outcomes), "Observed churn rate per tier"),
         "overall": table(overall, formats),
+        "catch": _catch_table(backtest),
+        "base_rate": float(backtest["churned"].mean()),
         "stability": None,
     }
     stability = tier_stability(backtest)

@@ -25,6 +25,7 @@ from pipeline.report import (
     tier_transitions,
     top_at_risk,
 )
+from pipeline.report_render import CATCH_ROWS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img src="data:image/png;base64,([^"]*)"')
@@ -131,6 +132,13 @@ def test_the_tiers_backtest_marks_which_dates_the_training_used(reports):
     section = reports["after"].split('<section id="tiers">')[1].split("</section>")[0]
     assert "backtest test date (then in the production fit)" in section
     assert "training (in-sample)" in section
+
+
+@pytest.mark.model
+def test_the_tiers_section_says_what_the_list_catches(reports):
+    section = reports["after"].split('<section id="tiers">')[1].split("</section>")[0]
+    for label, _ in CATCH_ROWS.values():
+        assert label.replace("÷", "&divide;") in section or label in section, label
 
 
 # --- pure functions on hand-made frames ---------------------------------------------------------
