@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 from pipeline.config import Config, EventTypes, parse_config
 
 ALL_FAMILIES = EventTypes(
@@ -48,3 +51,26 @@ def demo_config(root: Path, data_dir: Path, **overrides: dict) -> Config:
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)
     return parse_config(raw)
+
+
+def bench_config(tmp_path: Path, events: pd.DataFrame) -> Path:
+    """A config over ``events`` and two customers c1, c2 (for the bench's code tests)."""
+    from pipeline.io import write_frame
+
+    write_frame(events, tmp_path / "events.parquet")
+    write_frame(
+        pd.DataFrame({"customer_id": ["c1", "c2"], "signup_at": ["2025-01-01", "2025-01-01"]}),
+        tmp_path / "customers.csv",
+    )
+    raw = {
+        "data": {
+            "events": str(tmp_path / "events.parquet"),
+            "customers": str(tmp_path / "customers.csv"),
+            "output_dir": str(tmp_path / "outputs"),
+            "observed_until": "2026-11-01",
+        },
+        "event_types": DEMO_EVENT_TYPES,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

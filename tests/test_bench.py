@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from pipeline.bench import ensure_time_ordered, worker_validation_floor
 from pipeline.io import write_frame
-from tests.support import DEMO_EVENT_TYPES
-
-
-def _config(tmp_path: Path, events: pd.DataFrame) -> Path:
-    write_frame(events, tmp_path / "events.parquet")
-    write_frame(
-        pd.DataFrame({"customer_id": ["c1", "c2"], "signup_at": ["2025-01-01", "2025-01-01"]}),
-        tmp_path / "customers.csv",
-    )
-    raw = {
-        "data": {
-            "events": str(tmp_path / "events.parquet"),
-            "customers": str(tmp_path / "customers.csv"),
-            "output_dir": str(tmp_path / "outputs"),
-            "observed_until": "2026-11-01",
-        },
-        "event_types": DEMO_EVENT_TYPES,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+from tests.support import bench_config
 
 
 def test_validation_floor_counts_failed_checks_and_same_microsecond_repeats(tmp_path):
@@ -48,7 +26,7 @@ def test_validation_floor_counts_failed_checks_and_same_microsecond_repeats(tmp_
     )
     result = tmp_path / "floor.json"
 
-    worker_validation_floor(_config(tmp_path, events), result)
+    worker_validation_floor(bench_config(tmp_path, events), result)
 
     got = json.loads(result.read_text())
     # negative amount, unknown customer c9, future event, unknown severity
