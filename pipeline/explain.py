@@ -318,20 +318,34 @@ def phrase_for(feature: str) -> Phrase:
     return PHRASES.get(feature, Phrase("other", f"{feature}: {{n}}", when="any"))
 
 
+def is_evidence(name: str) -> bool:
+    """Whether a non-zero value of this feature shows its signal family occurs: counts and
+    amounts do; recency (filled with tenure) and ratios (filled with 1.0) do not."""
+    phrase = phrase_for(name)
+    counted = phrase.fmt in ("int", "money") and phrase.when == "positive"
+    return bool(phrase.signals) and counted and not name.startswith("days_since")
+
+
 def signals_present(features: pd.DataFrame, feature_names: list[str]) -> set[str]:
     """Features whose signal families occur in the log (judged on the whole scored base): a
     feature reading complaints is kept only when some customer has a non-zero, non-missing
-    value in a feature of the complaint family."""
+    value in a count or amount of the complaint family (``is_evidence``: recency and trend
+    features have fills, tenure or 1.0, when the family never occurs)."""
     seen: set[str] = set()
+    judged: set[str] = set()  # families with a count or amount to judge by
     for name in feature_names:
         column = features[name]
-        if phrase_for(name).signals and pd.api.types.is_numeric_dtype(column):
+        if is_evidence(name) and pd.api.types.is_numeric_dtype(column):
+            judged.update(phrase_for(name).signals)
             values = column.to_numpy(dtype=np.float64)
             if np.any(np.isfinite(values) & (values != 0)):
                 seen.update(phrase_for(name).signals)
-    return {
-        n for n in feature_names if not phrase_for(n).signals or seen & set(phrase_for(n).signals)
-    }
+    return {n for n in feature_names if _occurs(set(phrase_for(n).signals), seen, judged)}
+
+
+def _occurs(signals: set[str], seen: set[str], judged: set[str]) -> bool:
+    """A feature's families occur, or cannot be judged from the features at hand."""
+    return not signals or bool(signals & seen) or not signals & judged
 
 
 def reference_values(

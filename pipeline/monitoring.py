@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline import monitor
 from pipeline.config import MonitorConfig
+from pipeline.explain import is_evidence, signals_present
 
 SCORE = "churn_probability"
 NO_PROFILE = "no reference profile in the model card (retrain)"
@@ -76,6 +77,28 @@ def category_changes(profile: dict, frame: pd.DataFrame) -> dict[str, list[dict]
     return out
 
 
+def present_only(profile: dict | None, today: pd.DataFrame) -> dict | None:
+    """The profile without the features of signal families the log does not contain, neither
+    in training (the reference) nor today: their values are fills (tenure, 1.0) that move with
+    the base's age, not with behaviour. A family seen in training stays monitored even when it
+    vanished today: that is the drift to catch."""
+    if not profile:
+        return profile
+    names = [n for n in profile if n in today.columns and n != SCORE]
+    trained = {n: 1 if _nonzero_in_reference(profile[n]) else 0 for n in names if is_evidence(n)}
+    reference = pd.DataFrame([{n: trained.get(n, 0) for n in names}])
+    keep = signals_present(today, names) | signals_present(reference, names)
+    return {name: bins for name, bins in profile.items() if name in keep | {SCORE}}
+
+
+def _nonzero_in_reference(bins: dict) -> bool:
+    """Whether the reference had any value above 0 (bins above the first, or an edge > 0)."""
+    if bins.get("kind") != "numeric":
+        return True
+    shares, edges = bins.get("shares", []), bins.get("edges", [])
+    return any(e > 0 for e in edges) or sum(shares[1:-1]) > 0
+
+
 def drift(profile: dict | None, today: pd.DataFrame, cfg: MonitorConfig) -> dict:
     """PSI table (records), category shares and the drift alerts / warnings."""
     if not profile:
@@ -117,7 +140,7 @@ def build_monitor(
     scored rows (``churn_probability``, ``tier``). Rejected customers are not in the drift.
     """
     today = features.merge(scores[["customer_id", SCORE]], on="customer_id", how="inner")
-    drifted = drift(card.get("reference_profile"), today, cfg)
+    drifted = drift(present_only(card.get("reference_profile"), today), today, cfg)
     quality = expected(scores, card, cfg)
     alerts = [*drifted.get("alerts", []), *quality["alerts"]]
     notes = [drifted["note"]] if drifted["note"] else []

@@ -222,3 +222,18 @@ def test_the_catalogue_holds_an_action_per_family_of_the_seeds() -> None:
 def test_an_overdue_ratio_near_or_below_one_is_no_reason() -> None:
     assert first_reason("overdue_ratio", 0.8)[0] is None
     assert first_reason("overdue_ratio", 1.02)[0] is None
+
+
+def test_fills_of_an_absent_family_are_no_evidence_that_it_occurs() -> None:
+    # A purchase log: no login ever, so recency falls back to tenure and the ratio to 1.0.
+    frame = pd.DataFrame(
+        {
+            "days_since_last_login": [400.0, 35.0],
+            "logins_30d_vs_prev_30d": [1.0, 1.0],
+            "logins_30d": [0, 0],
+            "days_since_last_purchase": [40.0, 3.0],
+            "purchases_lifetime": [2, 5],
+        }
+    )
+    present = signals_present(frame, list(frame.columns))
+    assert present == {"days_since_last_purchase", "purchases_lifetime"}

@@ -328,3 +328,23 @@ def test_monitoring_metrics_go_to_mlflow_with_the_as_of_as_step(tmp_path):
     realised = client.get_metric_history(found.info.run_id, "realised_roc_auc")
     assert [(m.step, m.value) for m in realised] == [(20260701, 0.77)]
     assert found.data.metrics["monitor_alerts"] == 1
+
+
+def test_features_of_a_family_the_log_lacks_are_left_out_of_the_drift() -> None:
+    today = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "days_since_last_login": [400.0, 800.0],  # tenure stands in: no login ever
+            "logins_30d": [0, 0],
+            "events_30d": [3, 1],
+            "churn_probability": [0.2, 0.4],
+        }
+    )
+    never = {"kind": "numeric", "edges": [0.0], "shares": [1.0, 0.0, 0.0]}  # all 0 in training
+    some = {"kind": "numeric", "edges": [0.0, 4.0], "shares": [0.5, 0.3, 0.2, 0.0]}
+    profile = {name: never for name in today.columns if name != "customer_id"}
+    kept = monitoring.present_only(profile, today)
+    assert set(kept) == {"events_30d", "churn_probability"}
+    # Logins seen in training but gone today: that is drift, so they stay monitored.
+    kept = monitoring.present_only(profile | {"logins_30d": some}, today)
+    assert {"logins_30d", "days_since_last_login"} <= set(kept)
