@@ -39,7 +39,7 @@ def fit_on_cluster(
     import dask.dataframe as dd
     from lightgbm.dask import DaskLGBMClassifier
 
-    _learn_columns(model, X)
+    model.learn_columns(X)
     params = model._lgbm().get_params()
     params.pop("n_jobs", None)
     parts = n_partitions or max(1, len(client.scheduler_info()["workers"]))
@@ -55,15 +55,3 @@ def fit_on_cluster(
     model.best_iteration_ = int(model.n_estimators)
     model.classes_ = np.array([0, 1])
     return model
-
-
-def _learn_columns(model: ChurnModel, X: pd.DataFrame) -> None:
-    """The column names and category lists ``ChurnModel.fit`` learns (same rule)."""
-    model.feature_names_in_ = np.asarray(X.columns, dtype=object)
-    model.categories_ = {
-        c: sorted(str(v) for v in X[c].dropna().unique())
-        if not isinstance(X[c].dtype, pd.CategoricalDtype)
-        else [str(v) for v in X[c].cat.categories]
-        for c in X.columns
-        if not pd.api.types.is_numeric_dtype(X[c]) or isinstance(X[c].dtype, pd.CategoricalDtype)
-    }

@@ -93,15 +93,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         on_iteration: Callable[[int, int], None] | None = None,
     ) -> ChurnModel:
         """Fit on (X, y); early-stop on the later out-of-time slice (eval_X, eval_y)."""
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.categories_ = {
-            c: sorted(str(v) for v in X[c].dropna().unique())
-            if not isinstance(X[c].dtype, pd.CategoricalDtype)
-            else [str(v) for v in X[c].cat.categories]
-            for c in X.columns
-            if not pd.api.types.is_numeric_dtype(X[c])
-            or isinstance(X[c].dtype, pd.CategoricalDtype)
-        }
+        self.learn_columns(X)
         model = self._lgbm()
         callbacks = []
         kwargs: dict = {"categorical_feature": list(self.categories_) or "auto"}
@@ -114,6 +106,20 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.booster_ = model.booster_
         self.best_iteration_ = int(model.best_iteration_ or model.n_estimators)
         self.classes_ = np.array([0, 1])
+        return self
+
+    def learn_columns(self, X: pd.DataFrame) -> ChurnModel:
+        """Learn the column order and the categories of the non-numeric columns (what ``encode``
+        maps to stable integer codes); every fitting path, local or distributed, calls it."""
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.categories_ = {
+            c: sorted(str(v) for v in X[c].dropna().unique())
+            if not isinstance(X[c].dtype, pd.CategoricalDtype)
+            else [str(v) for v in X[c].cat.categories]
+            for c in X.columns
+            if not pd.api.types.is_numeric_dtype(X[c])
+            or isinstance(X[c].dtype, pd.CategoricalDtype)
+        }
         return self
 
     def encode(self, X: pd.DataFrame) -> pd.DataFrame:
