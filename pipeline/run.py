@@ -94,14 +94,11 @@ def score_stage(
 ) -> tuple[ScoringResult, pd.DataFrame, ModelBundle]:
     """Score the base into ``out``; also the scored customers' features (for the drift and the
     contributions) and the bundle, in the order of the scores."""
-    from pipeline.score import build_base, load_champion, model_settings, run_scoring
+    from pipeline.score import run_scoring
 
     result, _ = run_scoring(config, data, as_of, out)
-    bundle, _ = load_champion(config)
-    feature_cfg, label_cfg, _ = model_settings(bundle.card, config)
-    base = build_base(data, as_of, feature_cfg, label_cfg).features
-    features = result.scores[["customer_id"]].merge(base, on="customer_id", how="left")
-    return result, features, bundle
+    features = result.scores[["customer_id"]].merge(result.features, on="customer_id", how="left")
+    return result, features, result.bundle
 
 
 def export_stage(config: Config, scores_path: Path, out_dir: Path) -> Path:

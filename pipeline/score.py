@@ -91,11 +91,15 @@ class Base:
 
 @dataclass
 class ScoringResult:
-    """Scores (one row per scored customer), rejects (one row per rejected one), run summary."""
+    """Scores (one row per scored customer), rejects (one row per rejected one), run summary;
+    ``features`` (the base's feature rows) and ``bundle`` (the model used) when ``run_scoring``
+    made them, so a caller that monitors the run needs no second feature pass."""
 
     scores: pd.DataFrame
     rejects: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    features: pd.DataFrame | None = field(default=None, repr=False)
+    bundle: ModelBundle | None = field(default=None, repr=False)
 
 
 def resolve_as_of(as_of: pd.Timestamp | str | None, observed_until: pd.Timestamp) -> pd.Timestamp:
@@ -699,6 +703,7 @@ def run_scoring(
         base, bundle, config, feature_cfg, tier_cfg, label_cfg.horizon_days, explain_all, previous
     )
     result.summary["model"]["source"] = source
+    result.features, result.bundle = base.features, bundle
     check(result.scores, SCORES, "scores")
     if out is None:
         files = publish_run(result, output_dir)
