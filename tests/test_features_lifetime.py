@@ -193,5 +193,48 @@ def test_folding_older_days_into_the_history_row_changes_no_value(
     )
 
 
+@pytest.mark.parametrize("long_since", ["2024-02-29", "2024-03-01", "2023-06-10"])
+@pytest.mark.parametrize("since", ["2024-12-01", "2024-09-02"])
+def test_long_rows_before_the_day_rows_change_no_value(
+    validate: Callable[..., ValidatedData], since: str, long_since: str
+) -> None:
+    """Full day rows from ``since`` on, the four long columns per day from ``long_since``: the
+    365-day windows (which start on 2024-03-01 for as_of A, with events on both edges) and the
+    lifetime totals equal the unfolded log's."""
+    data = validate(EVENTS, CUSTOMERS)
+    ids = data.customers["customer_id"].to_numpy()
+    whole = build_daily_log(data.con, ids, QUALIFYING)
+    narrow = build_daily_log(data.con, ids, QUALIFYING, since=T(since), long_since=T(long_since))
+    assert narrow.long is not None and len(narrow.long.code) > 0
+    dates = [A, T("2025-06-01")]
+    pd.testing.assert_frame_equal(
+        build_features(narrow, data.customers, dates), build_features(whole, data.customers, dates)
+    )
+
+
+def test_a_window_reaching_past_the_day_rows_needs_a_long_column(
+    validate: Callable[..., ValidatedData],
+) -> None:
+    """Long rows hold the long columns only: a 120-day login window over them is refused, a
+    120-day qualifying window (a long ``label.active_window_days``) is exact."""
+    from pipeline.features.grid import build_grid
+
+    data = validate(EVENTS, CUSTOMERS)
+    ids = data.customers["customer_id"].to_numpy()
+    narrow = build_daily_log(
+        data.con, ids, QUALIFYING, since=T("2024-12-01"), long_since=T("2024-03-01")
+    )
+    whole = build_daily_log(data.con, ids, QUALIFYING)
+    index = build_grid(narrow, data.customers, pd.DatetimeIndex([A])).index
+    with pytest.raises(ValueError, match="120-day window"):
+        index.window_sum("n_login", -120)
+    with pytest.raises(ValueError, match="long rows start"):
+        index.window_sum("n_events", -400)
+    full = build_grid(whole, data.customers, pd.DatetimeIndex([A])).index
+    np.testing.assert_array_equal(
+        index.window_sum("n_qualifying", -120), full.window_sum("n_qualifying", -120)
+    )
+
+
 def test_the_longest_window_is_the_lookback_every_family_relies_on() -> None:
     assert max(LONG_WINDOWS) == FEATURE_WINDOW_DAYS == 365

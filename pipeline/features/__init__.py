@@ -17,6 +17,7 @@ from pipeline.features.billing import build_billing
 from pipeline.features.breadth import build_breadth
 from pipeline.features.btyd import BGNBD_FEATURES, with_bgnbd
 from pipeline.features.daily import (
+    DAY_ROW_WINDOW_DAYS,
     FEATURE_WINDOW_DAYS,
     DailyLog,
     PartitionReader,
@@ -111,6 +112,7 @@ class PartitionTask:
     until: pd.Timestamp | None
     since: pd.Timestamp | None
     products: dict[str, int]
+    long_since: pd.Timestamp | None = None
 
 
 def run_partition(task: PartitionTask, fn: Callable[[Grid], pd.DataFrame]) -> pd.DataFrame:
@@ -119,7 +121,13 @@ def run_partition(task: PartitionTask, fn: Callable[[Grid], pd.DataFrame]) -> pd
     worker or a Dask task."""
     ids = task.customers["customer_id"].to_numpy()
     daily = daily_log(
-        task.reader, ids, list(task.qualifying_families), task.until, task.products, task.since
+        task.reader,
+        ids,
+        list(task.qualifying_families),
+        task.until,
+        task.products,
+        task.since,
+        task.long_since,
     )
     return fn(build_grid(daily, task.customers, task.as_of))
 
@@ -132,6 +140,7 @@ def partition_tasks(
     until: pd.Timestamp | None,
     since: pd.Timestamp | None,
     threads: int | None = None,
+    long_since: pd.Timestamp | None = None,
 ) -> list[PartitionTask]:
     """One task per partition of ``store``; ``customers`` are the validated customers in the
     store's order (checked)."""
@@ -146,6 +155,7 @@ def partition_tasks(
             until,
             since,
             products,
+            long_since,
         )
         for part, lo, hi in store.partitions()
     ]
@@ -169,20 +179,22 @@ def map_partitions(
     ``pipeline.runner``). Rows come back ordered by as_of, then customer_id, exactly as one
     unpartitioned grid would give them, whatever the runner.
 
-    ``lookback_days``: the longest window before as_of that ``fn`` sums over; day rows older
-    than the earliest as_of minus that are folded into one history row per customer (see
-    ``build_daily_log``, with the cumulative totals), so one as_of reads
-    ``FEATURE_WINDOW_DAYS`` of day rows, not the whole log. None keeps every day.
+    ``lookback_days``: the longest window before as_of that ``fn`` sums over. Full day rows
+    start ``DAY_ROW_WINDOW_DAYS`` (or ``lookback_days``, when shorter) before the earliest as_of;
+    older events are folded into one history row per customer (see ``build_daily_log``, with
+    the cumulative totals), and the days up to ``lookback_days`` back are kept as narrow
+    ``LongRows`` for the long windows. So one as_of reduces 90 days of events to full day rows,
+    not the whole log. None keeps every day.
     """
     store = EventStore.of(source)
     compute = for_log(compute or store.compute, store.manifest["rows"])
     as_of = normalise_as_of(as_of)
-    since = None
-    if lookback_days is not None and len(as_of):
-        since = as_of.min() - pd.Timedelta(days=lookback_days)
+    since, long_since = read_bounds(as_of, lookback_days)
     n_parts = len(store.partitions())
     threads = threads_per_task(compute, n_parts)
-    tasks = partition_tasks(store, customers, as_of, qualifying_families, until, since, threads)
+    tasks = partition_tasks(
+        store, customers, as_of, qualifying_families, until, since, threads, long_since
+    )
     frames = run_tasks(run_partition, tasks, compute, fn)
     frames = [f for f in frames if len(f)] or frames[:1]
     several = len(frames) > 1
@@ -191,6 +203,21 @@ def map_partitions(
     if several:
         frame = frame.sort_values(["as_of", "customer_id"], kind="stable", ignore_index=True)
     return frame
+
+
+def read_bounds(
+    as_of: pd.DatetimeIndex, lookback_days: int | None
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """(``since``, ``long_since``) for ``daily_log``: full day rows from ``DAY_ROW_WINDOW_DAYS``
+    before the earliest as_of, narrow long rows from ``lookback_days`` before it (None when
+    the lookback is no longer than the day rows, or unbounded)."""
+    if lookback_days is None or not len(as_of):
+        return None, None
+    start = as_of.min()
+    since = start - pd.Timedelta(days=min(lookback_days, DAY_ROW_WINDOW_DAYS))
+    if lookback_days <= DAY_ROW_WINDOW_DAYS:
+        return since, None
+    return since, start - pd.Timedelta(days=lookback_days)
 
 
 def features_for_dates(
