@@ -72,8 +72,8 @@ class RemotePath:
     url: str
 
     def __post_init__(self) -> None:
-        check_protocol(self.url)
-        object.__setattr__(self, "url", self.url.rstrip("/"))
+        protocol, rest = check_protocol(self.url), self.url.split("://", 1)[1]
+        object.__setattr__(self, "url", f"{protocol}://{rest.rstrip('/')}")
 
     def __str__(self) -> str:
         return self.url

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from support import DEMO_EVENT_TYPES
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.config import ComputeConfig, ConfigError, FeatureConfig, parse_config
 from pipeline.events import ValidatedData
 from pipeline.features import features_for_dates
@@ -96,6 +99,16 @@ def test_a_dask_cluster_of_threads_reads_the_memory_store_and_gives_the_same_fea
     assert feature_bytes(remote, DASK_THREADS) == feature_bytes(local, SERIAL)
 
 
+def test_the_validation_connection_finds_the_memory_store_and_its_settings_again(
+    validate, memory_url
+):
+    data = stored(validate, memory_url)
+    again = EventStore.of(data.con)
+    assert again.directory == data.store.directory
+    assert again.compute.store_dir == memory_url
+    assert again.partitions() == data.store.partitions()
+
+
 def test_the_memory_store_is_removed_with_the_data(validate, memory_url):
     data = stored(validate, memory_url)
     folder = data.store.directory
@@ -109,6 +122,7 @@ def test_file_urls_are_local_folders_and_unknown_protocols_a_config_error(tmp_pa
     assert location(f"file://{tmp_path}") == tmp_path
     assert ComputeConfig(store_dir=f"file://{tmp_path}").store_dir == tmp_path
     assert ComputeConfig(store_dir="memory://x/").store_dir == "memory://x"
+    assert str(RemotePath("MEMORY://x//") / "y") == "memory://x/y"
     raw = {"data": {"events": "e.csv", "customers": "c.csv"}, "event_types": DEMO_EVENT_TYPES}
     with pytest.raises(ConfigError, match=r"compute\.store_dir") as error:
         parse_config({**raw, "compute": {"store_dir": "nosuchfs://bucket/churn"}})
@@ -125,3 +139,30 @@ def test_store_sql_never_splices_a_url_raw(validate):
         assert str(data.store.directory).startswith(url)
     finally:
         remove_tree(RemotePath(url))
+
+
+def test_churn_features_with_a_memory_store_dir_writes_the_local_files_bytes(tmp_path, memory_url):
+    EVENTS.to_csv(tmp_path / "events.csv", index=False)
+    CUSTOMERS.to_csv(tmp_path / "customers.csv", index=False)
+    written = {}
+    for name, compute in (("local", {}), ("memory", {"store_dir": memory_url})):
+        raw = {
+            "data": {
+                "events": str(tmp_path / "events.csv"),
+                "customers": str(tmp_path / "customers.csv"),
+                "output_dir": str(tmp_path / "outputs"),
+                "observed_until": "2025-07-01",
+            },
+            "event_types": {"login": ["login"], "feature_use": ["feature_used"]},
+            "validation": {"max_reject_share": 1.0},
+            "compute": {"n_jobs": 1, **compute},
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+        out = tmp_path / f"{name}.parquet"
+        args = ["features", "--config", str(tmp_path / f"{name}.yaml"), "--out", str(out)]
+        result = CliRunner().invoke(app, [*args, "--as-of", "2025-06-15"])
+        assert result.exit_code == 0, result.output
+        written[name] = out.read_bytes()
+    assert written["memory"] == written["local"]
+    gc.collect()
+    assert RemotePath(memory_url).glob("churn-events-*") == []  # removed after the run
