@@ -209,10 +209,21 @@ class ComputeConfig(_Section):
     this process, where starting workers would cost more than they save), 1 = in this
     process. Results are the same bytes whatever the number."""
     dask: DaskConfig = DaskConfig()
-    store_dir: Path | None = None
+    store_dir: str | Path | None = None
     """Folder under which validation writes the event store (removed after the run); with a
-    remote Dask scheduler, a folder every worker can read at the same path (a shared mount).
+    remote Dask scheduler, a folder every worker can read at the same path (a shared mount), or
+    any fsspec URL they can all read (``s3://bucket/prefix`` with s3fs installed).
     Default: the system's temporary folder."""
+
+    @field_validator("store_dir")
+    @classmethod
+    def _known_filesystem(cls, value: str | Path | None) -> str | Path | None:
+        """A local folder (``file://`` URLs too) as a Path; another URL kept as text once
+        fsspec knows its protocol."""
+        from pipeline.storepath import location
+
+        where = None if value is None else location(value)
+        return where if where is None or isinstance(where, Path) else str(where)
 
     @field_validator("n_jobs")
     @classmethod

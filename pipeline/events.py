@@ -63,8 +63,10 @@ from pipeline.store import (
     fingerprint,
     number_customers,
     part_glob,
+    temporary_store,
     write_partitions,
 )
+from pipeline.storepath import Location, location
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +404,7 @@ def validate_events(
     check_customers: bool = True,
     label: str = "events",
     check_duplicates: bool = True,
-    store_dir: Path | None = None,
+    store_dir: Location | str | None = None,
     partition_customers: int = 10_000,
     mapping: dict[str, str] | None = None,
     formats: Formats | None = None,
@@ -425,7 +427,7 @@ def validate_events(
     ``mapping`` (``columns.events``) names the user's columns for ours; ``formats`` says how
     the file writes numbers and dates; detected number formats are recorded in ``found``.
     """
-    root = Path(store_dir or tempfile.mkdtemp(prefix="churn-events-"))
+    root = location(store_dir or tempfile.mkdtemp(prefix="churn-events-"))
     store_dir = root / "compact"
     formats = formats or Formats()
     src = open_source(con, source, "events", mapping, formats)
@@ -569,7 +571,7 @@ def time_order(code: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 def _scan_store(
     con: duckdb.DuckDBPyConnection,
-    store_dir: Path,
+    store_dir: Location,
     parts: list[int],
     size: int,
     check_duplicates: bool = True,
@@ -677,15 +679,13 @@ def load_and_validate(
         found=found,
     )
     compute = compute or ComputeConfig()
-    if compute.store_dir is not None:
-        Path(compute.store_dir).mkdir(parents=True, exist_ok=True)
-    store = tempfile.TemporaryDirectory(prefix="churn-events-", dir=compute.store_dir)
+    store_dir, keep = temporary_store(compute.store_dir)
     event_rejects, unknown, n_naive, scan = validate_events(
         con,
         events,
         event_types,
         not_after,
-        store_dir=Path(store.name),
+        store_dir=store_dir,
         partition_customers=partition_customers,
         mapping=columns.events,
         formats=formats,
@@ -720,7 +720,7 @@ def load_and_validate(
     _check_share(report, max_reject_share, events, customers)
     inputs = {"events": fingerprint(events), "customers": fingerprint(customers)}
     scan.store.finish(report.observed_until, inputs, compute)
-    scan.store.keep = store
+    scan.store.keep = keep
     return ValidatedData(con, customers_df, report, event_rejects, customer_rejects, scan.store)
 
 
