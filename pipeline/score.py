@@ -422,7 +422,9 @@ def predict_base(base: pd.DataFrame, bundle: ModelBundle, compute: ComputeConfig
     bounds = chunk_bounds(len(base), compute)
     if len(bounds) == 1:
         return predict_chunk(base, bundle)
-    chunks = [base.iloc[lo:hi][bundle.features] for lo, hi in bounds]
+    model_rows = base[bundle.features]  # one copy; the chunks are slices of it
+    chunks = [model_rows.iloc[lo:hi] for lo, hi in bounds]
+    log.debug("probabilities of %d rows in %d chunks (%s)", len(base), len(chunks), compute)
     return np.concatenate(run_tasks(predict_chunk, chunks, compute, bundle))
 
 
@@ -478,14 +480,15 @@ def reasons_base(
 ) -> pd.DataFrame:
     """Reasons and action for the ``rows`` someone will read (red and orange, or everyone),
     chunk by chunk on ``compute``; the other rows empty. Same index as ``base``."""
-    chosen, escalated, red = base[rows], escalated[rows], tier[rows] == "red"
-    bounds = chunk_bounds(len(chosen), compute)
+    escalated, red = escalated[rows], tier[rows] == "red"
+    bounds = chunk_bounds(int(rows.sum()), compute)
     if len(bounds) == 1:
-        chunk = ReasonChunk(chosen, escalated, red)
+        chunk = ReasonChunk(base[rows], escalated, red)
         return reasons_chunk(chunk, bundle, asked).reindex(base.index)
     stage = ["lifecycle_stage"] if "lifecycle_stage" in base else []
-    chosen = chosen[list(dict.fromkeys([*bundle.features, *stage]))]  # what explain reads
+    chosen = base.loc[rows, list(dict.fromkeys([*bundle.features, *stage]))]  # what explain reads
     chunks = [ReasonChunk(chosen.iloc[lo:hi], escalated[lo:hi], red[lo:hi]) for lo, hi in bounds]
+    log.debug("reasons of %d rows in %d chunks (%s)", len(chosen), len(chunks), compute)
     frames = run_tasks(reasons_chunk, chunks, compute, bundle, asked)
     return pd.concat(frames).reindex(base.index)
 
