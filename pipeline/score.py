@@ -9,6 +9,11 @@ risk → tier under the model card's policy → reasons and action for red and o
 → Parquet scores, rejects CSV, summary JSON published together as ``scores/<as_of>/`` with the
 ``scores/LATEST`` pointer (``publish_run``; identical bytes for the same inputs).
 
+Runners: the probabilities, then the reasons, are computed in chunks of rows of the base on
+``config.compute`` (joblib worker processes or Dask; a small base with ``n_jobs: -1`` stays in
+this process, see ``scoring_compute``); tiers, hysteresis, references and ordering are decided
+on the whole base here, so the outputs are the same bytes whatever the runner.
+
 Time semantics: as_of is a UTC midnight; features see events strictly before it. It defaults to
 ``observed_until`` (the day after the last event), and may not lie after it: windows past the end
 of the log would read as inactivity.
