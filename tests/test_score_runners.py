@@ -193,3 +193,13 @@ def test_chunks_cover_the_base_in_order_one_per_worker_at_least(rows: int) -> No
         sizes = np.diff([lo for lo, _ in bounds] + [rows])
         assert (sizes <= CHUNK_ROWS).all() and (rows == 0 or (sizes > 0).all())
         assert len(bounds) == max(1, min(rows, max(2, -(-rows // CHUNK_ROWS))))
+
+
+def test_the_bench_times_both_runners_on_the_same_frame(demo: dict) -> None:
+    from pipeline.bench_scoring import runner_timings
+
+    config = _config(demo["root"], SERIAL)
+    figures = runner_timings(demo["base"].features, demo["bundle"], config, TIERS, 90, True)
+    assert figures["same_frame"] and figures["rows"] == len(demo["base"].features)
+    assert figures["n_jobs_1"]["explained"] == figures["n_jobs_2"]["explained"] > 0
+    assert figures["speedup_n_jobs_2"] > 0
