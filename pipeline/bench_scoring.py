@@ -8,7 +8,12 @@ pinned to ``--cores`` CPUs (``OMP_NUM_THREADS`` and CPU affinity):
   1M rows on 2 cores);
 - ``reasons``: TreeSHAP contributions + sentences + actions for the red and orange rows (target
   ≤ 0.2 ms per explained customer), and the sentence building alone;
-- peak resident memory of the worker and the model's size (trees × leaves).
+- peak resident memory of the worker and the model's size (trees × leaves);
+- ``runners``: the whole ``score_frame`` (probabilities, tiers, reasons, actions) with
+  ``compute.n_jobs: 1`` and ``2`` (joblib worker processes, start included in the first split
+  run), and whether both gave the same frame: ``base`` over every row (reasons for red and
+  orange), ``explain_all`` over the ``EXPLAIN_ROWS`` highest risks with reasons for all of them.
+  Run after the figures above, so it moves no peak memory.
 
 Wall times depend on what else runs on the machine; ``*_cpu_s`` (process CPU time, all threads)
 is reported beside them: on an otherwise idle machine wall ≈ CPU ÷ cores for the threaded steps
@@ -37,6 +42,8 @@ TARGET_REASON_MS = 0.1
 EXPLAIN_ROWS = 20_000
 """Reasons are timed on this many highest-risk rows, whatever the tier policy lists: a
 per-owner capacity lists a few hundred, where fixed costs would dominate the figure."""
+RUNNER_JOBS = (1, 2)
+"""``compute.n_jobs`` values the ``runners`` figures compare."""
 
 
 def _rss_mb() -> float:
@@ -121,7 +128,51 @@ def worker(config_path: Path, models_dir: Path, n_rows: int, result: Path) -> No
         "peak_rss_mb": round(_rss_mb(), 1),
         "example_reasons": reasons["reasons"].dropna().head(3).tolist(),
     }
+    out["runners"] = {
+        "base": runner_timings(frame, bundle, config, tiers, label_cfg.horizon_days),
+        "explain_all": runner_timings(
+            at_risk, bundle, config, tiers, label_cfg.horizon_days, explain_all=True
+        ),
+    }
     result.write_text(json.dumps(out, indent=2))
+
+
+def runner_timings(
+    frame, bundle, config, tiers, horizon_days: int, explain_all: bool = False
+) -> dict:
+    """Wall and CPU seconds (this process only, not its workers) of ``score_frame`` over
+    ``frame`` for each ``n_jobs`` in ``RUNNER_JOBS`` (explicit, so that a base of any size is
+    split; the first split run includes the start of the worker processes); ``same_frame``:
+    every run gave the first run's frame."""
+    from pipeline.config import ComputeConfig
+    from pipeline.score import score_frame
+
+    figures: dict = {"rows": len(frame), "explain_all": explain_all}
+    first, same = None, True
+    for n_jobs in RUNNER_JOBS:
+        start, cpu = time.perf_counter(), time.process_time()
+        scores = score_frame(
+            frame,
+            bundle,
+            tiers,
+            config.value,
+            top_k=config.explain.top_k,
+            actions=config.explain.actions,
+            explain_all=explain_all,
+            horizon_days=horizon_days,
+            compute=ComputeConfig(n_jobs=n_jobs),
+        )
+        figures[f"n_jobs_{n_jobs}"] = {
+            "score_and_reasons_s": round(time.perf_counter() - start, 3),
+            "driver_cpu_s": round(time.process_time() - cpu, 3),
+            "explained": int(scores["reason_1_sentence"].notna().sum()),
+        }
+        first = scores if first is None else first
+        same = same and bool(scores.equals(first))
+    one, two = (figures[f"n_jobs_{n}"]["score_and_reasons_s"] for n in RUNNER_JOBS[:2])
+    figures["speedup_n_jobs_2"] = round(one / two, 2) if two else None
+    figures["same_frame"] = same
+    return figures
 
 
 def run_bench(args: argparse.Namespace) -> dict:

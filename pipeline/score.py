@@ -9,6 +9,11 @@ risk → tier under the model card's policy → reasons and action for red and o
 → Parquet scores, rejects CSV, summary JSON published together as ``scores/<as_of>/`` with the
 ``scores/LATEST`` pointer (``publish_run``; identical bytes for the same inputs).
 
+Runners: the probabilities, then the reasons, are computed in chunks of rows of the base on
+``config.compute`` (joblib worker processes or Dask; a small base with ``n_jobs: -1`` stays in
+this process, see ``scoring_compute``); tiers, hysteresis, references and ordering are decided
+on the whole base here, so the outputs are the same bytes whatever the runner.
+
 Time semantics: as_of is a UTC midnight; features see events strictly before it. It defaults to
 ``observed_until`` (the day after the last event), and may not lie after it: windows past the end
 of the log would read as inactivity.
@@ -24,6 +29,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +39,7 @@ import pandas as pd
 
 from pipeline import paths, tracking
 from pipeline.config import (
+    ComputeConfig,
     Config,
     ExplainConfig,
     FeatureConfig,
@@ -53,7 +61,8 @@ from pipeline.features.daily import product_features
 from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import recover_dir, staged_dir, write_frame, write_json, write_text
 from pipeline.labels import in_base, lapsed, lookback_days
-from pipeline.model import ModelBundle
+from pipeline.model import ModelBundle, check_features
+from pipeline.runner import run_tasks, workers
 from pipeline.schemas import FEATURES, SCORES, check
 from pipeline.tiers import TIERS, escalation_flags, tier_policy
 
@@ -310,6 +319,7 @@ def score_frame(
     horizon_days: int = 90,
     gross_margin: float = 1.0,
     previous: pd.DataFrame | None = None,
+    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
     """Probability, tier, value, reasons and action for every row of ``base`` (pure).
 
@@ -321,8 +331,15 @@ def score_frame(
     reasons for red and orange rows, or all with ``explain_all``; ``revenue_at_risk`` =
     ``expected_loss`` = probability × customer value. ``escalated_by`` says why escalation lifted
     a tier (the complaint is then reason 1).
+
+    ``compute``: where the probabilities and the reasons are computed, in chunks of rows
+    (``chunk_bounds``; None: in this process; a Dask engine without a scheduler starts a
+    LocalCluster per map, ``scoring_runner`` keeps one for both). Tiers, references, signals
+    present and everything else that looks at the whole base run here, after the chunks come
+    back, so the frame is the same whatever the runner.
     """
-    p = bundle.predict(base)
+    compute = scoring_compute(compute or ComputeConfig(n_jobs=1), len(base))
+    p = predict_base(base, bundle, compute)
     monthly = monthly_value(base, value)
     money = customer_value(monthly, p, value, horizon_days, gross_margin)
     policy = tier_policy(tiers, bundle.card.get("base_rate"))
@@ -338,9 +355,9 @@ def score_frame(
     out["escalated"] = out["escalated_by"].notna()
     base_rate = policy.rate(p)
     references = reference_values(base, p < base_rate, bundle.features)
-    explained = _reasons(
-        base, bundle, tier, out["escalated"].to_numpy(), references, actions, top_k, explain_all
-    )
+    rows = np.ones(len(base), dtype=bool) if explain_all else tier != "green"
+    asked = ReasonAsk(references, signals_present(base, bundle.features), actions, top_k)
+    explained = reasons_base(base, bundle, rows, tier, out["escalated"].to_numpy(), asked, compute)
     out = pd.concat([out, explained], axis=1)
     out["monthly_value"] = monthly
     out["customer_value"] = money
@@ -367,23 +384,145 @@ def score_frame(
     return out.reset_index(drop=True)
 
 
-def _reasons(
-    base, bundle, tier, escalated, references, actions, top_k, explain_all
-) -> pd.DataFrame:
-    """Reasons and action for the rows someone will read (red and orange, or everyone)."""
-    names = bundle.features
-    rows = np.ones(len(base), dtype=bool) if explain_all else tier != "green"
+AUTO_PARALLEL_SCORE_ROWS = 250_000
+"""With ``n_jobs: -1``, a base of fewer rows is scored in this process: LightGBM's prediction
+and TreeSHAP already use every core there, and starting workers and shipping them the rows and
+the model would cost more than the single-threaded sentence building they share out."""
+CHUNK_ROWS = 100_000
+"""Rows per task when the base is split (at least one task per worker)."""
+
+
+def scoring_compute(compute: ComputeConfig, rows: int) -> ComputeConfig:
+    """``compute`` for a base of ``rows`` customers: ``n_jobs: -1`` becomes 1 below
+    ``AUTO_PARALLEL_SCORE_ROWS``; an explicit ``n_jobs`` or the Dask engine is kept as
+    configured (so a small base can be sent to workers on purpose)."""
+    if compute.engine == "local" and compute.n_jobs == -1 and rows < AUTO_PARALLEL_SCORE_ROWS:
+        return compute.model_copy(update={"n_jobs": 1})
+    return compute
+
+
+def chunk_bounds(rows: int, compute: ComputeConfig) -> list[tuple[int, int]]:
+    """Contiguous row ranges [lo, hi) of the base, one per task: one range in this process, else
+    at least one per worker and at most ``CHUNK_ROWS`` rows each (never an empty one).
+
+    Rows, not the event store's partitions: a partition is sized by its events, scoring costs
+    per row, the reasons run on the red and orange rows only, and ``score_frame`` takes any
+    frame (no store behind it)."""
+    if compute.engine == "local" and workers(compute, max(rows, 1)) == 1:
+        return [(0, rows)]
+    n = min(max(rows, 1), max(workers(compute, max(rows, 1)), -(-rows // CHUNK_ROWS)))
+    edges = np.linspace(0, rows, n + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def predict_chunk(frame: pd.DataFrame, bundle: ModelBundle) -> np.ndarray:
+    """Task: calibrated probabilities of one chunk of the base (pure; pickles to a worker)."""
+    return bundle.predict(frame)
+
+
+def predict_base(base: pd.DataFrame, bundle: ModelBundle, compute: ComputeConfig) -> np.ndarray:
+    """Calibrated probabilities of every row of ``base``, chunk by chunk on ``compute``."""
+    kinds = {f["name"]: f["kind"] for f in bundle.card["features"]}
+    check_features(base, bundle.features, kinds)  # here, before a worker sees a chunk
+    bounds = chunk_bounds(len(base), compute)
+    if len(bounds) == 1:
+        return predict_chunk(base, bundle)
+    model_rows = base[bundle.features]  # one copy; the chunks are slices of it
+    chunks = [model_rows.iloc[lo:hi] for lo, hi in bounds]
+    log.debug("probabilities of %d rows in %d chunks (%s)", len(base), len(chunks), compute)
+    return np.concatenate(run_tasks(predict_chunk, chunks, compute, bundle))
+
+
+@dataclass(frozen=True)
+class ReasonAsk:
+    """What the reasons of every chunk share, judged on the whole base: the low-risk
+    ``references`` (``reference_values``), the features whose signals occur (``present``,
+    ``signals_present``), the action catalogue and the number of reasons."""
+
+    references: pd.DataFrame
+    present: set[str]
+    actions: dict[str, str] | None
+    top_k: int
+
+
+@dataclass(frozen=True)
+class ReasonChunk:
+    """Rows to explain (model features, and ``lifecycle_stage``) and, per row, whether
+    escalation lifted it and whether it must get a reason (red)."""
+
+    frame: pd.DataFrame
+    escalated: np.ndarray
+    required: np.ndarray
+
+
+def reasons_chunk(chunk: ReasonChunk, bundle: ModelBundle, asked: ReasonAsk) -> pd.DataFrame:
+    """Task: TreeSHAP contributions, reasons and action for one chunk (pure; pickles)."""
+    frame, names = chunk.frame, bundle.features
+    contributions = (
+        bundle.model.contributions(frame) if len(frame) else np.zeros((0, len(names) + 1))
+    )
     return explain(
-        base[rows],
-        bundle.model.contributions(base[rows]) if rows.any() else np.zeros((0, len(names) + 1)),
+        frame,
+        contributions,
         names,
-        references,
-        actions or ExplainConfig().actions,
-        top_k=top_k,
-        escalated=escalated[rows],
-        required=tier[rows] == "red",
-        present=signals_present(base, names),
-    ).reindex(base.index)
+        asked.references,
+        asked.actions or ExplainConfig().actions,
+        top_k=asked.top_k,
+        escalated=chunk.escalated,
+        required=chunk.required,
+        present=asked.present,
+    )
+
+
+def reasons_base(
+    base: pd.DataFrame,
+    bundle: ModelBundle,
+    rows: np.ndarray,
+    tier: np.ndarray,
+    escalated: np.ndarray,
+    asked: ReasonAsk,
+    compute: ComputeConfig,
+) -> pd.DataFrame:
+    """Reasons and action for the ``rows`` someone will read (red and orange, or everyone),
+    chunk by chunk on ``compute``; the other rows empty. Same index as ``base``."""
+    escalated, red = escalated[rows], tier[rows] == "red"
+    bounds = chunk_bounds(int(rows.sum()), compute)
+    if len(bounds) == 1:
+        chunk = ReasonChunk(base[rows], escalated, red)
+        return reasons_chunk(chunk, bundle, asked).reindex(base.index)
+    stage = ["lifecycle_stage"] if "lifecycle_stage" in base else []
+    chosen = base.loc[rows, list(dict.fromkeys([*bundle.features, *stage]))]  # what explain reads
+    chunks = [ReasonChunk(chosen.iloc[lo:hi], escalated[lo:hi], red[lo:hi]) for lo, hi in bounds]
+    log.debug("reasons of %d rows in %d chunks (%s)", len(chosen), len(chunks), compute)
+    frames = run_tasks(reasons_chunk, chunks, compute, bundle, asked)
+    return pd.concat(frames).reindex(base.index)
+
+
+@contextmanager
+def scoring_runner(compute: ComputeConfig, rows: int) -> Iterator[ComputeConfig]:
+    """The runner for scoring a base of ``rows`` (``scoring_compute``). For the Dask engine
+    without a scheduler, one LocalCluster serves both maps (probabilities, then reasons) and
+    the yielded config points at it: ``run_tasks`` alone would start one per map."""
+    compute = scoring_compute(compute, rows)
+    n_tasks = len(chunk_bounds(rows, compute))
+    if compute.engine != "dask" or compute.dask.scheduler or n_tasks == 1:
+        yield compute
+        return
+    try:
+        from dask.distributed import LocalCluster
+    except ImportError as error:
+        raise ScoringError(
+            "compute.engine: dask needs the dask extra: pip install '.[dask]' (make setup"
+            " installs it), or set compute.engine: local"
+        ) from error
+    with LocalCluster(
+        n_workers=workers(compute, n_tasks),
+        threads_per_worker=1,
+        processes=compute.dask.processes,
+        dashboard_address=None,
+    ) as cluster:
+        dask = compute.dask.model_copy(update={"scheduler": cluster.scheduler_address})
+        yield compute.model_copy(update={"dask": dask})
 
 
 def _previous_probability(customer_id: pd.Series, previous: pd.DataFrame | None) -> pd.Series:
@@ -410,7 +549,7 @@ def score_base(
     bad = reasons.notna().to_numpy()
     rejects = frame.loc[bad, [*KEYS, "owner", "segment"]].assign(reason=reasons[bad])
     empty = empty_reason(base.counts, int(bad.sum()), base.as_of) if bad.all() else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), scoring_runner(config.compute, int((~bad).sum())) as compute:
         if empty:  # medians of no rows: the empty outputs are the answer, not a warning
             warnings.simplefilter("ignore", RuntimeWarning)
         scores = score_frame(
@@ -424,6 +563,7 @@ def score_base(
             horizon_days=horizon_days,
             gross_margin=config.kpis.gross_margin,
             previous=previous,
+            compute=compute,
         )
     summary = summarise(
         scores, rejects.reset_index(drop=True), base.counts, bundle, tiers, base.as_of
