@@ -583,9 +583,13 @@ def _scan_store(
     since the log's first event) that numpy sorts; equal neighbours are the candidates, and the
     exact comparison on every column runs in SQL on those few rows. When the log spans too long
     for one integer (``KEY_BITS``), the pair is sorted as two keys instead. Rows repeating an
-    earlier row go to ``_duplicate_rows`` (their source row numbers; the first copy stays).
+    earlier row go to ``_duplicate_rows`` (their source row numbers and stored values; the first
+    copy stays), so that a reader can take them out of its sums instead of joining them away.
     """
-    con.execute("CREATE OR REPLACE TEMP TABLE _duplicate_rows (_row BIGINT, part INTEGER)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _duplicate_rows"
+        " (_row BIGINT, part INTEGER, code INTEGER, ts BIGINT, kind BIGINT, amount DOUBLE)"
+    )
     if not parts:
         return StoreScan(0, 0, 0, None)
     rows, first_us, last_us = con.execute(
@@ -623,8 +627,8 @@ def _scan_store(
         key = "code, ts, kind, amount"  # kind: type, family, feature and severity
         con.execute(f"""
             INSERT INTO _duplicate_rows
-            SELECT _row, part FROM (
-                SELECT _row, part,
+            SELECT _row, part, code, ts, kind, amount FROM (
+                SELECT _row, part, code, ts, kind, amount,
                        row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
                 FROM read_parquet({part_glob(store_dir)}, hive_partitioning = true)
                 SEMI JOIN _duplicate_pair_frame

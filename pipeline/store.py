@@ -23,7 +23,8 @@ Layout of a store folder::
     manifest.json
     customers.parquet             customer_id, code (position in id order)
     compact/part=N/*.parquet      code, ts (epoch µs), kind, amount, _row
-    duplicates/part=N/*.parquet   _row of the exact duplicates set aside (when any)
+    duplicates/part=N/*.parquet   _row, code, ts, kind, amount of the exact duplicates set
+                                  aside (when any)
 """
 
 from __future__ import annotations
@@ -326,6 +327,20 @@ class Partition:
 PARTITION_VIEW = "partition_events"
 """The relation ``open_partition`` defines: ``code`` (relative to the partition's first code),
 ``ts`` (epoch µs), ``kind``, ``amount``, ``fc``, ``severity``."""
+EMPTY_ROWS = (
+    "(SELECT 0 AS code, 0::BIGINT AS ts, 0::BIGINT AS kind, 0.0 AS amount, 0::BIGINT AS _row"
+    " LIMIT 0)"
+)
+"""A relation with the stored columns and no row (a partition without files or duplicates)."""
+RAW_VIEW = "partition_rows"
+"""``open_partition``'s relation over every stored row of the partition, exact duplicates
+included, with ``_row``: cheaper to scan than ``partition_events`` (no anti-join). A reader
+that uses it takes the duplicates (``DUPLICATES_VIEW``) out itself: counts and sums less the
+duplicates' own, first/last values and distinct days unchanged (a duplicate repeats an earlier
+row exactly)."""
+DUPLICATES_VIEW = "partition_duplicates"
+"""``open_partition``'s relation over the partition's exact duplicates (the rows set aside),
+with the columns of ``RAW_VIEW``; empty when there are none."""
 
 
 @contextmanager
@@ -348,12 +363,18 @@ def open_partition(
             files = ", ".join(sql_literal(f) for f in partition.files)
             source = f"read_parquet([{files}])"
         else:
-            source = "(SELECT 0 AS code, 0::BIGINT AS ts, 0::BIGINT AS kind, 0.0 AS amount LIMIT 0)"
+            source = EMPTY_ROWS
+        dup_source = EMPTY_ROWS
         keep = ""
         if partition.duplicates:
             dups = ", ".join(sql_literal(f) for f in partition.duplicates)
-            keep = f" WHERE _row NOT IN (SELECT _row FROM read_parquet([{dups}]))"
+            dup_source = f"read_parquet([{dups}])"
+            keep = f" WHERE _row NOT IN (SELECT _row FROM {dup_source})"
         con.execute(f"CREATE TEMP VIEW {PARTITION_VIEW} AS SELECT {columns} FROM {source}{keep}")
+        con.execute(f"CREATE TEMP VIEW {RAW_VIEW} AS SELECT {columns}, _row FROM {source}")
+        con.execute(
+            f"CREATE TEMP VIEW {DUPLICATES_VIEW} AS SELECT {columns}, _row FROM {dup_source}"
+        )
         yield con
     finally:
         con.close()
@@ -572,7 +593,7 @@ def create_store(
     if duplicates:
         remove_tree(directory / "duplicates")
         con.execute(
-            "COPY (SELECT _row, part FROM _duplicate_rows ORDER BY _row)"
+            "COPY (SELECT _row, part, code, ts, kind, amount FROM _duplicate_rows ORDER BY _row)"
             f" TO {sql_literal(directory / 'duplicates')} (FORMAT parquet, PARTITION_BY (part))"
         )
     con.execute(
