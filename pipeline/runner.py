@@ -4,7 +4,8 @@
 processes (loky; ``n_jobs: -1`` = every core); ``compute.engine: dask`` submits them to
 dask.distributed (``compute.dask.scheduler``, or a LocalCluster started for the map). The task
 function is pure (it reads its partition's files on a connection of its own), so every runner
-returns the same results in the same order.
+returns the same results in the same order. ``dask_client`` is the one place a Dask client is
+made, for feature maps and for distributed training (``pipeline.dask_training``).
 """
 
 from __future__ import annotations
