@@ -198,6 +198,11 @@ class DaskConfig(_Section):
     """Workers of the LocalCluster (default ``compute.n_jobs``); unused with ``scheduler``."""
     processes: bool = True
     """LocalCluster workers as processes (true) or threads of this process (false)."""
+    distributed_training: bool = False
+    """Fit the production model with ``lightgbm.dask`` across the cluster's workers instead of
+    on this machine (needs ``compute.engine: dask``). For a training set too large for one
+    machine; the backtest stays local (it needs early stopping) and chooses the rounds. The
+    model differs slightly from a local fit (README, "Distributed training")."""
 
 
 class ComputeConfig(_Section):
@@ -231,6 +236,15 @@ class ComputeConfig(_Section):
         if value == 0:
             raise ValueError("n_jobs must be -1 (every core) or a number of processes >= 1")
         return value
+
+    @model_validator(mode="after")
+    def _distributed_training_on_dask(self) -> ComputeConfig:
+        if self.dask.distributed_training and self.engine != "dask":
+            raise ValueError(
+                f"compute.dask.distributed_training: true needs compute.engine: dask (got"
+                f" {self.engine!r}); set compute.engine: dask or distributed_training: false"
+            )
+        return self
 
 
 class LabelConfig(_Section):

@@ -4,13 +4,15 @@
 processes (loky; ``n_jobs: -1`` = every core); ``compute.engine: dask`` submits them to
 dask.distributed (``compute.dask.scheduler``, or a LocalCluster started for the map). The task
 function is pure (it reads its partition's files on a connection of its own), so every runner
-returns the same results in the same order.
+returns the same results in the same order. ``dask_client`` is the one place a Dask client is
+made, for feature maps and for distributed training (``pipeline.dask_training``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pipeline.config import ComputeConfig
@@ -33,11 +35,14 @@ def for_log(compute: ComputeConfig, rows: int) -> ComputeConfig:
 
 def workers(compute: ComputeConfig, n_tasks: int) -> int:
     """How many tasks run at once: at most one per task."""
-    if compute.engine == "dask":
-        wanted = compute.dask.n_workers or _cores(compute.n_jobs)
-    else:
-        wanted = _cores(compute.n_jobs)
+    wanted = cluster_workers(compute) if compute.engine == "dask" else _cores(compute.n_jobs)
     return max(1, min(wanted, n_tasks))
+
+
+def cluster_workers(compute: ComputeConfig) -> int:
+    """Workers of a LocalCluster started for ``compute``: ``compute.dask.n_workers``, else
+    ``compute.n_jobs`` (-1: every usable core)."""
+    return compute.dask.n_workers or _cores(compute.n_jobs)
 
 
 def _cores(n_jobs: int) -> int:
@@ -81,6 +86,16 @@ def run_tasks(
 def _run_dask(
     fn: Callable[..., Any], tasks: Sequence[Any], compute: ComputeConfig, args: tuple
 ) -> list[Any]:
+    with dask_client(compute, workers(compute, len(tasks))) as client:
+        return _submit(client, fn, tasks, args)
+
+
+@contextmanager
+def dask_client(compute: ComputeConfig, n_workers: int | None = None) -> Iterator[Any]:
+    """A ``dask.distributed.Client`` on ``compute.dask.scheduler``, or on a LocalCluster of
+    ``n_workers`` single-threaded workers (default ``cluster_workers(compute)``) started here
+    and closed on exit. The one place where feature maps and distributed training get their
+    cluster."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as error:
@@ -91,17 +106,18 @@ def _run_dask(
     settings = compute.dask
     if settings.scheduler:
         with Client(settings.scheduler) as client:
-            return _submit(client, fn, tasks, args)
+            yield client
+        return
     with (
         LocalCluster(
-            n_workers=workers(compute, len(tasks)),
+            n_workers=n_workers or cluster_workers(compute),
             threads_per_worker=1,
             processes=settings.processes,
             dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):
-        return _submit(client, fn, tasks, args)
+        yield client
 
 
 def _submit(client: Any, fn: Callable[..., Any], tasks: Sequence[Any], args: tuple) -> list:

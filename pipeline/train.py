@@ -10,8 +10,9 @@ a short history) → one feature pass for every labelled date → per fold (``ba
 3. baselines on the same test rows, fitted on the same rows as the refit: the rule "30 days
    inactive", a logistic regression and, on purchase logs, BG/NBD; the oracle on demo data;
 → per-fold metrics and their mean / std / min / max (``summarise_backtest``)
-→ production model: refit on ALL labelled dates with ``production_rounds`` trees, calibrated on
-  the folds' out-of-fold test predictions (``fit_oof_calibrator``)
+→ production model: refit on ALL labelled dates with ``production_rounds`` trees (here, or with
+  lightgbm.dask when ``compute.dask.distributed_training`` is on: ``pipeline.dask_training``),
+  calibrated on the folds' out-of-fold test predictions (``fit_oof_calibrator``)
 → champion gate (``decide_champion``): promoted only when its backtest mean ROC-AUC beats every
   baseline and is within the tolerance of the current champion on the same rows
 → MLflow run, registered version, ``champion`` alias when promoted → text bundle in ``models/``.
@@ -38,7 +39,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from pipeline import monitoring, paths, plots, tracking
-from pipeline.config import Config, TrainConfig
+from pipeline.config import ComputeConfig, Config, TrainConfig
 from pipeline.dataset import (
     LABEL,
     BacktestPlan,
@@ -278,10 +279,24 @@ def fit_oof_calibrator(folds: list[FoldResult], method: str) -> ProbabilityCalib
 
 
 def fit_production_model(
-    training: TrainingSet, rounds: int, config: TrainConfig, on_iteration: Progress = None
-) -> ChurnModel:
-    """LightGBM on every labelled as_of date with a fixed number of rounds."""
-    return fit_churn_model(training.frame, None, config, rounds, on_iteration)
+    training: TrainingSet,
+    rounds: int,
+    config: TrainConfig,
+    on_iteration: Progress = None,
+    compute: ComputeConfig | None = None,
+) -> tuple[ChurnModel, str]:
+    """LightGBM on every labelled as_of date with a fixed number of rounds: here, or across the
+    Dask cluster's workers when ``compute.dask.distributed_training`` is on (no early stopping
+    there: the rounds are the backtest's). Returns the model and how it was fitted: "local" or
+    "dask, N workers"."""
+    if compute is None or not compute.dask.distributed_training:
+        return fit_churn_model(training.frame, None, config, rounds, on_iteration), "local"
+    from pipeline.dask_training import fit_distributed
+
+    features = feature_columns(training.frame.drop(columns=[LABEL]))
+    X, y = training.frame[features], training.frame[LABEL].to_numpy()
+    model, n = fit_distributed(_lgbm(config, rounds), X, y, compute)
+    return model, f"dask, {n} worker{'' if n == 1 else 's'}"
 
 
 def decide_champion(
@@ -417,11 +432,16 @@ def evaluate_backtest(plan: BacktestPlan, folds: list[FoldResult]) -> Backtest:
 
 
 def fit_production(
-    training: TrainingSet, backtest: Backtest, config: TrainConfig, on_iteration: Progress = None
+    training: TrainingSet,
+    backtest: Backtest,
+    config: TrainConfig,
+    on_iteration: Progress = None,
+    compute: ComputeConfig | None = None,
 ) -> Production:
-    """Refit on every labelled date with ``production_rounds``; calibrate out of fold."""
+    """Refit on every labelled date with ``production_rounds`` (on the Dask cluster when
+    ``compute`` says so); calibrate out of fold."""
     rounds = production_rounds(backtest.folds, config.n_estimators)
-    model = fit_production_model(training, rounds, config, on_iteration)
+    model, fitted_on = fit_production_model(training, rounds, config, on_iteration, compute)
     calibrator = fit_oof_calibrator(backtest.folds, config.calibration)
     dates = sorted(training.frame["as_of"].unique())
     oof = backtest.predictions
@@ -438,6 +458,7 @@ def fit_production(
         "churn_rate": round(float(training.frame[LABEL].mean()), 6),
         "rounds": rounds,
         "rounds_rule": ROUNDS_RULE,
+        "fitted_on": fitted_on,
         "fold_best_iterations": [f.best_iteration for f in backtest.folds],
         "fold_training_rows": [f.train_rows for f in backtest.folds],
         "calibration": {
@@ -450,13 +471,14 @@ def fit_production(
         "fallbacks": list(backtest.plan.fallbacks),
     }
     log.info(
-        "production model: %d trees on %d rows (%d as_of dates, %s … %s), calibrated (%s) on"
-        " %d out-of-fold rows",
+        "production model: %d trees on %d rows (%d as_of dates, %s … %s) fitted %s, calibrated"
+        " (%s) on %d out-of-fold rows",
         rounds,
         len(training.frame),
         len(dates),
         procedure["as_of_dates"][0],
         procedure["as_of_dates"][-1],
+        "here" if fitted_on == "local" else f"with lightgbm.dask ({fitted_on})",
         config.calibration,
         len(oof),
     )
@@ -517,7 +539,7 @@ def run_training(
         data.store, data.customers, plan.dates, config.features, config.label, data.observed_until
     )
     backtest = evaluate_backtest(plan, run_backtest(training, plan, config, on_iteration))
-    production = fit_production(training, backtest, config.train, on_iteration)
+    production = fit_production(training, backtest, config.train, on_iteration, config.compute)
     owners = data.customers.set_index("customer_id")["owner"]
     predictions = _with_tiers(backtest.predictions, training, config, owners)
     _log_summary(backtest)
@@ -602,6 +624,7 @@ def _track_and_export(
                 "backtest.test_dates": ",".join(backtest.test_dates),
                 "backtest.fallbacks": " | ".join(backtest.plan.fallbacks) or "none",
                 "production.rounds": production.procedure["rounds"],
+                "production.fitted_on": production.procedure["fitted_on"],
                 "production.as_of_dates": ",".join(production.procedure["as_of_dates"]),
             }
         )
