@@ -90,33 +90,43 @@ def _run_dask(
         return _submit(client, fn, tasks, args)
 
 
-@contextmanager
-def dask_client(compute: ComputeConfig, n_workers: int | None = None) -> Iterator[Any]:
-    """A ``dask.distributed.Client`` on ``compute.dask.scheduler``, or on a LocalCluster of
-    ``n_workers`` single-threaded workers (default ``cluster_workers(compute)``) started here
-    and closed on exit. The one place where feature maps and distributed training get their
-    cluster."""
+def _dask() -> Any:
     try:
-        from dask.distributed import Client, LocalCluster
+        import dask.distributed
     except ImportError as error:
         raise RuntimeError(
             "compute.engine: dask needs the dask extra: pip install '.[dask]' (make setup"
             " installs it), or set compute.engine: local"
         ) from error
-    settings = compute.dask
-    if settings.scheduler:
-        with Client(settings.scheduler) as client:
-            yield client
+    return dask.distributed
+
+
+@contextmanager
+def shared_cluster(compute: ComputeConfig, n_workers: int | None = None) -> Iterator[ComputeConfig]:
+    """``compute`` for several maps on one cluster: as it is, unless it is the Dask engine
+    without a scheduler; then a LocalCluster of ``n_workers`` single-threaded workers (default
+    ``cluster_workers(compute)``) is started here, closed on exit, and the yielded config points
+    at it (each map alone would start its own)."""
+    if compute.engine != "dask" or compute.dask.scheduler:
+        yield compute
         return
-    with (
-        LocalCluster(
-            n_workers=n_workers or cluster_workers(compute),
-            threads_per_worker=1,
-            processes=settings.processes,
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with _dask().LocalCluster(
+        n_workers=n_workers or cluster_workers(compute),
+        threads_per_worker=1,
+        processes=compute.dask.processes,
+        dashboard_address=None,
+    ) as cluster:
+        dask = compute.dask.model_copy(update={"scheduler": cluster.scheduler_address})
+        yield compute.model_copy(update={"dask": dask})
+
+
+@contextmanager
+def dask_client(compute: ComputeConfig, n_workers: int | None = None) -> Iterator[Any]:
+    """A ``dask.distributed.Client`` on ``compute.dask.scheduler``, or on a LocalCluster
+    (``shared_cluster``) started here and closed on exit. The one place where feature maps,
+    scoring and distributed training get their cluster."""
+    dask = compute.model_copy(update={"engine": "dask"})
+    with shared_cluster(dask, n_workers) as shared, _dask().Client(shared.dask.scheduler) as client:
         yield client
 
 

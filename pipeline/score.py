@@ -62,7 +62,7 @@ from pipeline.features.grid import Grid, normalise_as_of
 from pipeline.io import recover_dir, staged_dir, write_frame, write_json, write_text
 from pipeline.labels import in_base, lapsed, lookback_days
 from pipeline.model import ModelBundle, check_features
-from pipeline.runner import run_tasks, workers
+from pipeline.runner import run_tasks, shared_cluster, workers
 from pipeline.schemas import FEATURES, SCORES, check
 from pipeline.tiers import TIERS, escalation_flags, tier_policy
 
@@ -505,24 +505,11 @@ def scoring_runner(compute: ComputeConfig, rows: int) -> Iterator[ComputeConfig]
     the yielded config points at it: ``run_tasks`` alone would start one per map."""
     compute = scoring_compute(compute, rows)
     n_tasks = len(chunk_bounds(rows, compute))
-    if compute.engine != "dask" or compute.dask.scheduler or n_tasks == 1:
+    if n_tasks == 1:
         yield compute
         return
-    try:
-        from dask.distributed import LocalCluster
-    except ImportError as error:
-        raise ScoringError(
-            "compute.engine: dask needs the dask extra: pip install '.[dask]' (make setup"
-            " installs it), or set compute.engine: local"
-        ) from error
-    with LocalCluster(
-        n_workers=workers(compute, n_tasks),
-        threads_per_worker=1,
-        processes=compute.dask.processes,
-        dashboard_address=None,
-    ) as cluster:
-        dask = compute.dask.model_copy(update={"scheduler": cluster.scheduler_address})
-        yield compute.model_copy(update={"dask": dask})
+    with shared_cluster(compute, workers(compute, n_tasks)) as shared:
+        yield shared
 
 
 def _previous_probability(customer_id: pd.Series, previous: pd.DataFrame | None) -> pd.Series:
