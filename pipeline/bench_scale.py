@@ -227,10 +227,12 @@ def add_cli_steps(run: dict[str, Any], scratch: Path) -> dict[str, Any]:
 
 
 class PhaseTimer:
-    """Wall time per stage function, nested calls named by their path (``a/b``)."""
+    """Wall time per stage function, nested calls named by their path (``a/b``), and this
+    process's peak RSS when each top-level call returned (which stage raised the peak)."""
 
     def __init__(self) -> None:
         self.spans: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
         self.stack: list[str] = []
 
     def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -244,11 +246,19 @@ class PhaseTimer:
             finally:
                 self.stack.pop()
                 self.spans[path] = self.spans.get(path, 0.0) + time.perf_counter() - start
+                if not self.stack:
+                    self.peaks[path] = _peak_rss_mb()
 
         return timed
 
     def rounded(self) -> list[list[Any]]:
         return [[k, round(v, 3)] for k, v in self.spans.items()]
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def install(timer: PhaseTimer, phases: tuple[tuple[str, str, str], ...] = PHASES) -> None:
@@ -289,7 +299,11 @@ def worker_daily_run(config: Path, as_of: str, result: Path) -> int:
     measure_store(store)
     args = ["run", "--config", str(config), "--as-of", as_of]
     code = get_command(app).main(args, prog_name="churn", standalone_mode=False)
-    write_json({"phases_s": timer.rounded(), **store, "exit": code or 0}, result)
+    phases = {
+        "phases_s": timer.rounded(),
+        "peak_rss_after_mb": list(map(list, timer.peaks.items())),
+    }
+    write_json({**phases, **store, "exit": code or 0}, result)
     return int(code or 0)
 
 
@@ -409,9 +423,12 @@ def report(section: dict[str, Any]) -> None:
         )
     steps = section["runs"]["features_one_as_of"].get("detail", {}).get("steps_s", [])
     log.info("churn features steps: %s", ", ".join(f"{k} {v:.1f} s" for k, v in steps))
-    log.info("daily run, where the time goes:")
+    peaks = dict(section["runs"]["daily_run"].get("detail", {}).get("peak_rss_after_mb", []))
+    log.info("daily run, where the time goes (and the worker's peak RSS after each stage):")
     for name, seconds in section["daily_run_phases_s"]:
-        log.info("  %-32s %9s s", name, seconds)
+        log.info(
+            "  %-32s %9s s %9s", name, seconds, f"{peaks[name]:.0f} MB" if name in peaks else ""
+        )
     log.info("disk MB: %s", json.dumps(section["disk_mb"]))
 
 
