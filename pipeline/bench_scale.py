@@ -160,9 +160,9 @@ def attempt(name: str, cmd: list[str], cores: int, scratch: Path) -> dict[str, A
         except RuntimeError as error:
             log.error("%s", error)
             code = re.search(r"exit (-?\d+)", str(error))
-            run = {"name": name, "wall_s": None, "peak_rss_mb": None, "rc": None}
-            run |= {"detail": {"error": str(error)[-2000:]}}
-            run["rc"] = int(code.group(1)) if code else -1
+            rc = int(code.group(1)) if code else -1
+            run = {"name": name, "wall_s": None, "peak_rss_mb": None, "rc": rc}
+            run["detail"] = {"error": str(error)[-2000:]}
     run["peak_tree_rss_mb"] = round(peak["mb"], 1)
     run["within_budget"] = within_budget(run)
     return run
@@ -381,7 +381,7 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
             "big_log": round(
                 disk_mb(big_dir / "events.parquet") + disk_mb(big_dir / "customers.csv"), 1
             ),
-            "big_data_dir_total": disk_mb(big_dir),
+            "big_dir_with_outputs": disk_mb(big_dir),
             "event_store": (runs["daily_run"].get("detail") or {}).get("event_store_mb"),
             "store_dir": str(store_dir),
             "features_one_as_of_file": disk_mb(features_out) if features_out.exists() else None,

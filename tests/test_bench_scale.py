@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from pipeline.bench import ensure_demo
-from pipeline.bench_scale import ROOT, ensure_champion, main
+from pipeline.bench_scale import ROOT, attempt, ensure_champion, main, where_time_goes
 
 RUNS = ("scan", "features_one_as_of", "daily_run")
 DAILY_PHASES = ("validate", "features at as_of", "score", "export", "monitor", "report")
@@ -62,3 +63,39 @@ def test_the_scale_bench_measures_every_run_within_budget_and_says_where_time_go
     assert ensure_demo(data_dir / "big", 1500, 42)["generated"] is False
     again = ensure_champion(data_dir / "train" / "train.yaml", project, False, 2, tmp_path)
     assert again["trained"] is False
+
+
+@pytest.mark.code
+def test_a_failed_run_is_recorded_with_its_exit_code_instead_of_ending_the_bench(tmp_path: Path):
+    cmd = [sys.executable, "-c", "import sys; print('out of memory'); sys.exit(3)"]
+
+    run = attempt("fails", cmd, 1, tmp_path)
+
+    assert run["rc"] == 3 and run["wall_s"] is None and run["within_budget"] is None
+    assert "out of memory" in run["detail"]["error"]
+
+
+@pytest.mark.code
+def test_the_daily_run_splits_into_validation_top_level_stages_the_rest_and_start_up():
+    run = {
+        "wall_s": 20.0,
+        "detail": {
+            "steps_s": [["validating inputs", 2.0], ["daily run", 15.0]],
+            "phases_s": [
+                ["validate", 1.9],
+                ["features at as_of", 6.0],
+                ["score/reasons", 1.0],
+                ["score", 3.0],
+                ["report", 5.0],
+            ],
+        },
+    }
+
+    assert where_time_goes(run) == [
+        ["validate", 2.0],
+        ["features at as_of", 6.0],
+        ["score", 3.0],
+        ["report", 5.0],
+        ["other, inside the daily run", 1.0],
+        ["start-up, imports, exit", 3.0],
+    ]
