@@ -24,7 +24,8 @@ Both logs are generated once and reused while their stamps are fresh (``ensure_d
 champion is retrained only when its log was regenerated or it is missing. Validation writes the
 event store under ``compute.store_dir``: ``--store-dir`` puts it (and so the bulk of the scratch
 disk) on a disk with room; default ``<data-dir>/store``. The store's size is measured inside the
-daily run, before it is removed.
+daily run, before it is removed. DuckDB's own spill files (in-memory connections: ``.tmp/`` of
+the working directory, the project root here) are not moved by it and not measured.
 
 Peak memory: ``peak_rss_mb`` is the largest RSS of the measured process or any one of its
 children (``wait4``); ``peak_tree_rss_mb`` is the largest sum over the whole process tree,
