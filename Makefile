@@ -15,7 +15,7 @@ DEMO_SEED ?= 42
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(DEMO_DIR)/.built-$(DEMO_CUSTOMERS)-$(DEMO_SEED)
 
-.PHONY: help setup demo-data train score export kpis report run test lint format bench mlflow-ui lock clean
+.PHONY: help setup demo-data train score export kpis report run test lint format bench bench-scale mlflow-ui lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -69,6 +69,16 @@ format: setup ## Apply ruff fixes and formatting
 bench: setup ## Speed and memory at 200k customers / 1M scores -> bench/results.json, bench/scoring.json
 	$(BIN)/python -m pipeline.bench --out bench/results.json
 	$(BIN)/python -m pipeline.bench_scoring --out bench/scoring.json
+
+# The scale run (not part of `make test`): SCALE_DIR needs ~6 GB free; SCALE_STORE_DIR puts the
+# event store (compute.store_dir, ~2 GB) on another disk
+SCALE_CUSTOMERS ?= 1000000
+SCALE_DIR ?= data/scale
+SCALE_STORE_DIR ?=
+
+bench-scale: setup ## 1M customers: one as_of + the daily run in 4 GB, time per phase -> bench/scale.json
+	$(BIN)/python -m pipeline.bench_scale --out bench/scale.json --customers $(SCALE_CUSTOMERS) \
+		--data-dir $(SCALE_DIR) --cores 2 $(if $(SCALE_STORE_DIR),--store-dir $(SCALE_STORE_DIR))
 
 mlflow-ui: setup ## MLflow UI on http://127.0.0.1:5000 (local only)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
