@@ -502,14 +502,7 @@ class EventStore:
 
     def unknown_event_types(self) -> dict[str, int]:
         """Counts of valid events whose type the config maps to no family, most first."""
-        return dict(
-            self._con()
-            .execute(
-                "SELECT t.event_type, count(*) FROM events_compact e"
-                " JOIN _event_types t USING (etc) WHERE e.fc = 0 GROUP BY 1 ORDER BY 2 DESC, 1"
-            )
-            .fetchall()
-        )
+        return {t["event_type"]: t["rows"] for t in self.manifest["unknown_event_types"]}
 
     def active_customers_at(
         self, instants: list[pd.Timestamp], families: list[str], active_days: int
@@ -611,6 +604,28 @@ def _relative(directory: Location, folder: str, part: int) -> list[str]:
     return [str(p.relative_to(directory)) for p in found]
 
 
+def _most(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def _kind_counts(con: duckdb.DuckDBPyConnection, layout: KindLayout, parts: bool) -> pd.DataFrame:
+    """Per stored ``kind`` (type, family, feature, severity): its valid rows (duplicates set
+    aside) and first time, unpacked (``etc``, ``fc``, ``ftc``). One narrow scan of the store
+    answers both the product features' first use and the unmapped types' counts."""
+    columns = {"kind": [], "n": [], "first_us": []}
+    if parts:
+        stored = con.execute(
+            "SELECT kind, count(*) AS n, min(ts) AS first_us FROM events_stored GROUP BY 1"
+        ).df()
+        repeated = con.execute("SELECT kind, count(*) AS d FROM _duplicate_rows GROUP BY 1").df()
+        stored = stored.merge(repeated, on="kind", how="left")
+        stored["n"] = stored["n"] - stored["d"].fillna(0).astype("int64")
+        columns = stored[["kind", "n", "first_us"]].to_dict("list")
+    frame = pd.DataFrame(columns)
+    unpacked = layout.unpack(frame["kind"].to_numpy(np.int64))
+    return frame.assign(etc=unpacked["etc"], fc=unpacked["fc"], ftc=unpacked["ftc"])
+
+
 def _manifest(
     con: duckdb.DuckDBPyConnection, directory: Location, size: int, layout: KindLayout
 ) -> dict:
@@ -640,11 +655,14 @@ def _manifest(
     ]
     types = con.execute("SELECT etc, event_type, family, fc FROM _event_types ORDER BY 1").df()
     features = con.execute("SELECT ftc, feature FROM _features ORDER BY 1").fetchall()
-    used = con.execute(
-        f"SELECT f.feature, min(e.ts) // {US_PER_DAY} FROM events_stored e"
-        " JOIN _features f USING (ftc) WHERE e.fc = $fc GROUP BY 1 ORDER BY 1",
-        {"fc": FAMILY_CODES["feature_use"]},
-    ).fetchall()
+    kinds = _kind_counts(con, layout, parts=any((directory / "compact").glob("part=*")))
+    names = dict(features)
+    use = kinds[(kinds["fc"] == FAMILY_CODES["feature_use"]) & (kinds["ftc"] >= 0)]
+    first_use = use.groupby("ftc")["first_us"].min() // US_PER_DAY
+    used = sorted((names[int(c)], int(d)) for c, d in first_use.items())
+    unmapped = kinds[kinds["fc"] == 0].groupby("etc")["n"].sum()
+    type_names = dict(zip(types["etc"], types["event_type"], strict=True))
+    unknown = sorted(((type_names[int(c)], int(n)) for c, n in unmapped.items() if n), key=_most)
     (n_customers,) = con.execute("SELECT count(*) FROM customer_codes").fetchall()[0]
     return {
         "format": STORE_FORMAT,
@@ -665,6 +683,7 @@ def _manifest(
         ],
         "features": [{"ftc": int(c), "feature": str(n)} for c, n in features],
         "product_features": [{"feature": str(n), "first_day": int(d)} for n, d in used],
+        "unknown_event_types": [{"event_type": str(n), "rows": n_rows} for n, n_rows in unknown],
         "observed_until": None,
         "inputs": {},
     }
