@@ -52,6 +52,7 @@ from pipeline.contract import (
     require,
     sql_literal,
 )
+from pipeline.runner import for_log, run_tasks, threads_per_task
 from pipeline.store import (
     CLEAN_SQL,
     COMPACT_COLUMNS,
@@ -66,7 +67,7 @@ from pipeline.store import (
     temporary_store,
     write_partitions,
 )
-from pipeline.storepath import Location, location
+from pipeline.storepath import Location, location, register_filesystems
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +410,7 @@ def validate_events(
     mapping: dict[str, str] | None = None,
     formats: Formats | None = None,
     found: dict | None = None,
+    compute: ComputeConfig | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int], int, StoreScan]:
     """Validate the log; write the valid rows to the event store (``pipeline.store``).
 
@@ -506,7 +508,7 @@ def validate_events(
         con.execute(f"CREATE TEMP VIEW events_parsed AS {parsed}")
         layout = KindLayout.for_dictionaries(con)
         parts = write_partitions(con, store_dir, partition_customers, layout)
-        scan = _scan_store(con, store_dir, parts, partition_customers, check_duplicates)
+        scan = _scan_store(con, store_dir, parts, partition_customers, check_duplicates, compute)
         duplicates = scan.duplicates
         store = create_store(con, root, parts, duplicates, partition_customers, layout)
         scan = dataclasses.replace(scan, store=store)
@@ -575,16 +577,15 @@ def _scan_store(
     parts: list[int],
     size: int,
     check_duplicates: bool = True,
+    compute: ComputeConfig | None = None,
 ) -> StoreScan:
     """Find exact repeats of an earlier valid row and count the valid rows and customers.
 
-    Only rows sharing (customer, timestamp) can repeat each other. Per partition, each row's
-    (customer, time) becomes one integer (customer offset in the partition, then microseconds
-    since the log's first event) that numpy sorts; equal neighbours are the candidates, and the
-    exact comparison on every column runs in SQL on those few rows. When the log spans too long
-    for one integer (``KEY_BITS``), the pair is sorted as two keys instead. Rows repeating an
-    earlier row go to ``_duplicate_rows`` (their source row numbers and stored values; the first
-    copy stays), so that a reader can take them out of its sums instead of joining them away.
+    Only rows sharing (customer, timestamp) can repeat each other, and a customer's rows all lie
+    in one partition: each partition is searched alone (``scan_partition``), on the configured
+    runner (``compute``; in this process for a small log), and the repeats found go to
+    ``_duplicate_rows`` (their source row numbers and stored values; the first copy stays), so
+    that a reader can take them out of its sums instead of joining them away.
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _duplicate_rows"
@@ -595,50 +596,106 @@ def _scan_store(
     rows, first_us, last_us = con.execute(
         f"SELECT count(*), min(ts), max(ts) FROM read_parquet({part_glob(store_dir)})"
     ).fetchall()[0]
+    compute = for_log(compute or ComputeConfig(), int(rows))
+    threads = threads_per_task(compute, len(parts))
     code_bits = max(int(size) - 1, 1).bit_length()
     ts_bits = max(int(last_us) - int(first_us), 1).bit_length()
-    one_key = code_bits + ts_bits <= KEY_BITS
-    customers, pairs, firsts = 0, [], []
-    for part in parts:
-        files = f"read_parquet({part_glob(store_dir, part)})"
-        lo = int(part) * int(size)
-        if one_key:
-            key = con.execute(
-                f"SELECT (CAST(code - $lo AS BIGINT) << {ts_bits}) + (ts - $first) AS k"
-                f" FROM {files}",
-                {"lo": lo, "first": int(first_us)},
-            ).fetchnumpy()["k"]
-            key = np.sort(key)
-            code, ts = (key >> ts_bits) + lo, (key & ((1 << ts_bits) - 1)) + int(first_us)
-        else:
-            got = con.execute(f"SELECT code, ts FROM {files}").fetchnumpy()
-            order = time_order(got["code"], got["ts"])
-            code, ts = np.asarray(got["code"])[order], np.asarray(got["ts"])[order]
+    bits = ts_bits if code_bits + ts_bits <= KEY_BITS else None
+    tasks = [
+        ScanTask(str(store_dir), part, part * int(size), int(first_us), bits, check_duplicates)
+        for part in parts
+    ]
+    scans = run_tasks(scan_partition, tasks, compute, threads)
+    repeated = pd.concat([s.duplicates for s in scans], ignore_index=True)
+    if len(repeated):
+        con.register("_duplicate_frame", repeated)
+        con.execute("INSERT INTO _duplicate_rows SELECT * FROM _duplicate_frame ORDER BY _row")
+        con.unregister("_duplicate_frame")
+    firsts = pd.concat([s.firsts for s in scans], ignore_index=True)
+    customers = sum(s.customers for s in scans)
+    duplicates = len(repeated)
+    return StoreScan(duplicates, int(rows) - duplicates, customers, int(last_us), firsts)
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """One partition of a freshly written store to search for exact repeats: the store folder,
+    the partition and its first customer code, the log's first time, the key's time bits (None:
+    too long a span for one integer key) and whether to look for repeats at all."""
+
+    store_dir: str
+    part: int
+    lo: int
+    first_us: int
+    ts_bits: int | None
+    check_duplicates: bool
+
+
+@dataclass(frozen=True)
+class PartitionScan:
+    customers: int
+    firsts: pd.DataFrame
+    """Each customer's first event: ``code``, ``ts``."""
+    duplicates: pd.DataFrame
+    """The rows that repeat an earlier row: ``_row``, ``part``, ``code``, ``ts``, ``kind``,
+    ``amount``."""
+
+
+DUPLICATE_SQL = """
+    SELECT _row, $part::INTEGER AS part, code, ts, kind, amount FROM (
+        SELECT _row, code, ts, kind, amount,
+               row_number() OVER (PARTITION BY code, ts, kind, amount ORDER BY _row) AS copy
+        FROM {files} SEMI JOIN _duplicate_pair_frame USING (code, ts)
+    ) WHERE copy > 1 ORDER BY _row
+"""
+"""The exact repeats among the candidate rows (same customer and time): same type, family,
+feature and severity (``kind``) and amount as a row with a smaller source row number."""
+
+
+def scan_partition(task: ScanTask, threads: int | None = None) -> PartitionScan:
+    """A pure per-partition function (its own connection on the partition's files): each
+    (customer, time) becomes one integer (customer offset, then microseconds since the log's
+    first event) that numpy sorts — two sort keys when the span is too long (``KEY_BITS``);
+    equal neighbours are the candidates, compared exactly on every column in SQL."""
+    store_dir = location(task.store_dir)
+    files = f"read_parquet({part_glob(store_dir, task.part)})"
+    con = duckdb.connect(":memory:")
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        register_filesystems(con, [store_dir])
+        code, ts = _sorted_times(con, files, task)
         starts = np.r_[len(code) > 0, code[1:] != code[:-1]][: len(code)]
-        customers += int(np.count_nonzero(starts))
-        firsts.append(pd.DataFrame({"code": code[starts], "ts": ts[starts]}))
+        firsts = pd.DataFrame({"code": code[starts], "ts": ts[starts]})
         same = (code[1:] == code[:-1]) & (ts[1:] == ts[:-1])
-        if same.any():
-            pairs.append(pd.DataFrame({"code": code[1:][same], "ts": ts[1:][same]}))
-    duplicates = 0
-    if check_duplicates and pairs:
-        frame = pd.concat(pairs).drop_duplicates().astype({"code": "int32", "ts": "int64"})
-        con.register("_duplicate_pair_frame", frame)
-        key = "code, ts, kind, amount"  # kind: type, family, feature and severity
-        con.execute(f"""
-            INSERT INTO _duplicate_rows
-            SELECT _row, part, code, ts, kind, amount FROM (
-                SELECT _row, part, code, ts, kind, amount,
-                       row_number() OVER (PARTITION BY {key} ORDER BY _row) AS copy
-                FROM read_parquet({part_glob(store_dir)}, hive_partitioning = true)
-                SEMI JOIN _duplicate_pair_frame
-                USING (code, ts)
-            ) WHERE copy > 1
-        """)
-        con.unregister("_duplicate_pair_frame")
-        duplicates = int(con.execute("SELECT count(*) FROM _duplicate_rows").fetchall()[0][0])
-    first_events = pd.concat(firsts, ignore_index=True) if firsts else None
-    return StoreScan(duplicates, int(rows) - duplicates, customers, int(last_us), first_events)
+        repeated = pd.DataFrame(
+            {"_row": [], "part": [], "code": [], "ts": [], "kind": [], "amount": []}
+        ).astype({"_row": "int64", "part": "int32", "code": "int32", "ts": "int64"})
+        if task.check_duplicates and same.any():
+            pairs = pd.DataFrame({"code": code[1:][same], "ts": ts[1:][same]}).drop_duplicates()
+            con.register("_duplicate_pair_frame", pairs.astype({"code": "int32", "ts": "int64"}))
+            repeated = con.execute(DUPLICATE_SQL.format(files=files), {"part": task.part}).df()
+        return PartitionScan(int(np.count_nonzero(starts)), firsts, repeated)
+    finally:
+        con.close()
+
+
+def _sorted_times(
+    con: duckdb.DuckDBPyConnection, files: str, task: ScanTask
+) -> tuple[np.ndarray, np.ndarray]:
+    """(code, ts) of the partition's rows sorted by customer, then time."""
+    if task.ts_bits is not None:
+        key = con.execute(
+            f"SELECT (CAST(code - $lo AS BIGINT) << {task.ts_bits}) + (ts - $first) AS k"
+            f" FROM {files}",
+            {"lo": task.lo, "first": task.first_us},
+        ).fetchnumpy()["k"]
+        key = np.sort(key)
+        mask = (1 << task.ts_bits) - 1
+        return (key >> task.ts_bits) + task.lo, (key & mask) + task.first_us
+    got = con.execute(f"SELECT code, ts FROM {files}").fetchnumpy()
+    order = time_order(got["code"], got["ts"])
+    return np.asarray(got["code"])[order], np.asarray(got["ts"])[order]
 
 
 def _counts(rejects: pd.DataFrame) -> dict[str, int]:
@@ -694,6 +751,7 @@ def load_and_validate(
         mapping=columns.events,
         formats=formats,
         found=found,
+        compute=compute,
     )
     late_signups = scan.store.signups_after_first_event(scan.first_events)
     n_valid, last_us = scan.rows, scan.last_us

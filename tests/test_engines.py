@@ -75,6 +75,37 @@ def labels(data, compute: ComputeConfig) -> pd.DataFrame:
     )
 
 
+def validated(folder: Path, compute: ComputeConfig):
+    return load_and_validate(
+        folder / "events.parquet",
+        folder / "customers.csv",
+        EventTypes(**DEMO_EVENT_TYPES),
+        observed_until=OBSERVED_UNTIL,
+        partition_customers=90,
+        compute=compute,
+    )
+
+
+def test_the_duplicate_search_runs_per_partition_on_every_runner_with_the_same_result(
+    tmp_path: Path,
+):
+    """Validation searches each partition for exact repeats alone (a customer's rows all lie in
+    one partition): in this process, on joblib processes and on Dask, the same rows are set
+    aside, with the same rejects, counts and manifest."""
+    from pipeline.demo import write_demo_data
+
+    write_demo_data(tmp_path, n_customers=400, seed=11)
+    runs = [validated(tmp_path, compute) for compute in (SERIAL, TWO, DASK)]
+    serial = runs[0]
+    assert any("duplicate event" in reason for reason in serial.report.event_rejects)
+    for other in runs[1:]:
+        pd.testing.assert_frame_equal(other.event_rejects, serial.event_rejects)
+        assert other.report.as_dict() == serial.report.as_dict()
+        manifest, expected = other.store.manifest, serial.store.manifest
+        assert manifest["partitions"] == expected["partitions"]
+        assert manifest["unknown_event_types"] == expected["unknown_event_types"]
+
+
 def test_the_demo_store_has_several_partitions(data):
     assert len(data.store.partitions()) == 5
 
