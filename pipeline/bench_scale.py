@@ -82,7 +82,7 @@ PHASES: tuple[tuple[str, str, str], ...] = (
     ("features at as_of", "pipeline.score", "build_base"),
     ("score", "pipeline.score", "score_base"),
     ("predict", "pipeline.model", "ModelBundle.predict"),
-    ("reasons", "pipeline.score", "_reasons"),
+    ("reasons", "pipeline.score", "reasons_base"),
     ("TreeSHAP", "pipeline.model", "ChurnModel.contributions"),
     ("write scores", "pipeline.score", "write_outputs"),
     ("mlflow scoring run", "pipeline.score", "_track"),
@@ -308,6 +308,13 @@ def worker_daily_run(config: Path, as_of: str, result: Path) -> int:
     return int(code or 0)
 
 
+def cli_cmd(command: str, config: Path, *args: str) -> list[str]:
+    """``churn COMMAND --config config ARGS`` as a fresh process: the daily scoring as a
+    scheduler runs it (``score``: validate → features → probabilities → tiers → reasons for
+    red and orange; then ``export``: the lists per owner)."""
+    return [sys.executable, "-m", "pipeline", command, "--config", str(config), *args]
+
+
 def daily_cmd(config: Path, as_of: str) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline.bench_scale", "--worker", "daily_run"]
     return [*cmd, "--config", str(config), "--as-of", as_of]
@@ -355,6 +362,13 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
         "features_one_as_of": add_cli_steps(
             attempt("features_one_as_of", churn_cmd(config, [AS_OF], features_out), cores, scratch),
             scratch,
+        ),
+        "daily_scoring": add_cli_steps(
+            attempt("daily_scoring", cli_cmd("score", config, "--as-of", AS_OF), cores, scratch),
+            scratch,
+        ),
+        "export": add_cli_steps(
+            attempt("export", cli_cmd("export", config), cores, scratch), scratch
         ),
         "daily_run": add_cli_steps(
             attempt("daily_run", daily_cmd(config, AS_OF), cores, scratch), scratch

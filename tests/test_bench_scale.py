@@ -15,7 +15,7 @@ import pytest
 from pipeline.bench import ensure_demo
 from pipeline.bench_scale import ROOT, attempt, ensure_champion, main, where_time_goes
 
-RUNS = ("scan", "features_one_as_of", "daily_run")
+RUNS = ("scan", "features_one_as_of", "daily_scoring", "export", "daily_run")
 DAILY_PHASES = ("validate", "features at as_of", "score", "export", "monitor", "report")
 
 
