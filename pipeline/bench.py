@@ -352,7 +352,7 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
     lookback), timed step by step; spans of the same name add up over partitions."""
     from pipeline.config import load_config
     from pipeline.events import connect, load_inputs
-    from pipeline.features import FAMILIES, FEATURE_WINDOW_DAYS, build_daily_log
+    from pipeline.features import FAMILIES, FEATURE_WINDOW_DAYS, build_daily_log, read_bounds
     from pipeline.features.daily import check_customer_order, partitions, product_features
     from pipeline.features.grid import build_grid, normalise_as_of
     from pipeline.io import write_frame
@@ -364,7 +364,7 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
         data = load_inputs(config, con=con)
     ids = data.customers["customer_id"].to_numpy()
     stamps = normalise_as_of(dates)
-    since = stamps.min() - pd.Timedelta(days=FEATURE_WINDOW_DAYS)
+    since, long_since = read_bounds(stamps, FEATURE_WINDOW_DAYS)
     with timer.span("features total"):
         products = product_features(data.store)
         check_customer_order(data.store, ids)
@@ -380,6 +380,7 @@ def worker_phases(config_path: Path, dates: list[str], out: Path, result: Path) 
                     products,
                     check_order=False,
                     since=since,
+                    long_since=long_since,
                 )
             daily_rows += len(daily)
             with timer.span("build_grid"):

@@ -271,6 +271,7 @@ __all__ = [
     "map_partitions",
     "normalise_as_of",
     "partitions",
+    "read_bounds",
     "run_partition",
     "with_bgnbd",
 ]
