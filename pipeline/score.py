@@ -384,19 +384,17 @@ def score_frame(
     return out.reset_index(drop=True)
 
 
-AUTO_PARALLEL_SCORE_ROWS = 250_000
-"""With ``n_jobs: -1``, a base of fewer rows is scored in this process: LightGBM's prediction
-and TreeSHAP already use every core there, and starting workers and shipping them the rows and
-the model would cost more than the single-threaded sentence building they share out."""
 CHUNK_ROWS = 100_000
 """Rows per task when the base is split (at least one task per worker)."""
 
 
 def scoring_compute(compute: ComputeConfig, rows: int) -> ComputeConfig:
-    """``compute`` for a base of ``rows`` customers: ``n_jobs: -1`` becomes 1 below
-    ``AUTO_PARALLEL_SCORE_ROWS``; an explicit ``n_jobs`` or the Dask engine is kept as
-    configured (so a small base can be sent to workers on purpose)."""
-    if compute.engine == "local" and compute.n_jobs == -1 and rows < AUTO_PARALLEL_SCORE_ROWS:
+    """``compute`` for scoring a base of ``rows`` customers: ``n_jobs: -1`` (every core) scores
+    in this process, where LightGBM's prediction and TreeSHAP already use every core — on 2
+    cores, 2 worker processes measured 0.84× as fast at 1M rows (``make bench``: 7.7 s against
+    6.5 s) and 0.95× for 20,000 explained rows. An explicit ``n_jobs`` or the Dask engine is
+    kept as configured: a cluster, or many cores and a sentence-heavy list, can pay for it."""
+    if compute.engine == "local" and compute.n_jobs == -1:
         return compute.model_copy(update={"n_jobs": 1})
     return compute
 

@@ -74,3 +74,21 @@ def bench_config(tmp_path: Path, events: pd.DataFrame) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+STORE_CUSTOMERS = pd.DataFrame(
+    {"customer_id": ["a", "b", "c"], "signup_at": ["2025-01-01", "2025-01-01", "2025-02-01"]}
+)
+"""The event store tests' literal customers (``test_store``, ``test_store_fsspec``)."""
+STORE_EVENTS = pd.DataFrame(
+    [
+        ("a", "2025-03-01 10:00", "login", None),
+        ("a", "2025-03-01 10:00", "login", None),  # an exact duplicate: set aside
+        ("a", "2025-04-02 08:00", "feature_used", "reports"),
+        ("b", "2025-05-03 09:00", "feature_used", "exports"),
+        ("b", "2025-05-20 09:00", "newsletter_opened", None),  # unmapped type
+        ("c", "2025-06-01 12:00", "purchase", None),
+    ],
+    columns=["customer_id", "occurred_at", "event_type", "feature"],
+)
+"""Their literal log: a duplicate, two product features, an unmapped type."""

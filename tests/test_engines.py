@@ -40,13 +40,7 @@ def data(tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("demo")
     write_demo_data(out, n_customers=400, seed=11)
-    return load_and_validate(
-        out / "events.parquet",
-        out / "customers.csv",
-        EventTypes(**DEMO_EVENT_TYPES),
-        observed_until=OBSERVED_UNTIL,
-        partition_customers=90,
-    )
+    return validated(out, ComputeConfig())
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:

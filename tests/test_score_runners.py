@@ -33,7 +33,6 @@ from pipeline.model import (
     dtype_kind,
 )
 from pipeline.score import (
-    AUTO_PARALLEL_SCORE_ROWS,
     CHUNK_ROWS,
     build_base,
     chunk_bounds,
@@ -176,9 +175,9 @@ def test_a_missing_feature_is_refused_before_any_worker_starts(
         score_frame(frame, demo["bundle"], TIERS, _config(demo["root"], TWO).value, compute=TWO)
 
 
-def test_the_small_base_rule_keeps_explicit_settings() -> None:
-    assert scoring_compute(ComputeConfig(), AUTO_PARALLEL_SCORE_ROWS - 1).n_jobs == 1
-    assert scoring_compute(ComputeConfig(), AUTO_PARALLEL_SCORE_ROWS).n_jobs == -1
+def test_every_core_scores_in_this_process_and_explicit_settings_stay() -> None:
+    assert scoring_compute(ComputeConfig(), 10).n_jobs == 1
+    assert scoring_compute(ComputeConfig(), 10_000_000).n_jobs == 1
     assert scoring_compute(TWO, 10) == TWO
     assert scoring_compute(DASK, 10) == DASK
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import STORE_CUSTOMERS as CUSTOMERS
+from support import STORE_EVENTS as EVENTS
 
 from pipeline.config import FeatureConfig
 from pipeline.events import ValidatedData
@@ -26,20 +28,6 @@ pytestmark = pytest.mark.data
 
 T = pd.Timestamp
 QUALIFYING = ["login", "feature_use", "purchase", "payment"]
-CUSTOMERS = pd.DataFrame(
-    {"customer_id": ["a", "b", "c"], "signup_at": ["2025-01-01", "2025-01-01", "2025-02-01"]}
-)
-EVENTS = pd.DataFrame(
-    [
-        ("a", "2025-03-01 10:00", "login", None),
-        ("a", "2025-03-01 10:00", "login", None),  # an exact duplicate: set aside
-        ("a", "2025-04-02 08:00", "feature_used", "reports"),
-        ("b", "2025-05-03 09:00", "feature_used", "exports"),
-        ("b", "2025-05-20 09:00", "newsletter_opened", None),  # unmapped type
-        ("c", "2025-06-01 12:00", "purchase", None),
-    ],
-    columns=["customer_id", "occurred_at", "event_type", "feature"],
-)
 DATES = [T("2025-05-01"), T("2025-06-15")]
 SEVEN = (
     "events_compact",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from support import DEMO_EVENT_TYPES
+from support import DEMO_EVENT_TYPES, STORE_CUSTOMERS, STORE_EVENTS
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -27,20 +27,7 @@ pytestmark = pytest.mark.data
 T = pd.Timestamp
 QUALIFYING = ["login", "feature_use", "purchase", "payment"]
 DATES = [T("2025-05-01"), T("2025-06-15")]
-CUSTOMERS = pd.DataFrame(
-    {"customer_id": ["a", "b", "c"], "signup_at": ["2025-01-01", "2025-01-01", "2025-02-01"]}
-)
-EVENTS = pd.DataFrame(
-    [
-        ("a", "2025-03-01 10:00", "login", None),
-        ("a", "2025-03-01 10:00", "login", None),  # an exact duplicate: set aside
-        ("a", "2025-04-02 08:00", "feature_used", "reports"),
-        ("b", "2025-05-03 09:00", "feature_used", "exports"),
-        ("b", "2025-05-20 09:00", "newsletter_opened", None),  # unmapped type
-        ("c", "2025-06-01 12:00", "purchase", None),
-    ],
-    columns=["customer_id", "occurred_at", "event_type", "feature"],
-)
+CUSTOMERS, EVENTS = STORE_CUSTOMERS, STORE_EVENTS
 SERIAL = {"n_jobs": 1}
 DASK_THREADS = {"engine": "dask", "dask": {"n_workers": 2, "processes": False}}
 
