@@ -195,8 +195,9 @@ def run_daily(
         payload = monitoring.build_monitor(
             stamp, features, result.scores, bundle.card, config.monitor
         )
+        explained = features[bundle.features].iloc[monitoring.contribution_rows(len(features))]
         contributions = monitoring.contribution_summary(
-            bundle.model.contributions(features[bundle.features]), bundle.features
+            bundle.model.contributions(explained), bundle.features
         )
         _, label, _ = model_settings(bundle.card, config)
         quality = quality_stage(config, data, stamp, label, payload["expected"])

@@ -288,6 +288,14 @@ def test_contribution_summary_ranks_features_by_mean_absolute_contribution():
 
 
 @pytest.mark.code
+def test_contributions_are_summarised_over_every_row_or_an_even_sample_of_a_large_base():
+    assert monitoring.contribution_rows(5, at_most=10).tolist() == [0, 1, 2, 3, 4]
+    sample = monitoring.contribution_rows(1_000_001, at_most=5)
+    assert sample.tolist() == [0, 250_000, 500_000, 750_000, 1_000_000]
+    assert len(monitoring.contribution_rows(1_000_000)) == monitoring.CONTRIBUTION_SAMPLE
+
+
+@pytest.mark.code
 def test_the_expected_brier_matches_labels_drawn_from_the_probabilities():
     from pipeline.monitor import expected_quality
 
