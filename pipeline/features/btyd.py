@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from pipeline.bgnbd import BetaGeoModel, rfm_from_features
+from pipeline.bgnbd import RFM_COLUMNS, BetaGeoModel, rfm_from_features
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ def with_bgnbd(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
     """``frame`` plus the BG/NBD columns, fitted per as_of on its buyers (see module doc)."""
     no_purchase, alive = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
     if len(frame) and "days_since_first_purchase" in frame:
+        # Only the purchase columns are copied per date: the whole rows of a 1M base are GBs.
+        rfm_columns = frame[[c for c in RFM_COLUMNS if c in frame]]
         for as_of, index in frame.groupby("as_of", sort=True).indices.items():
-            rows = frame.iloc[index]
+            rows = rfm_columns.iloc[index]
             buyers = rows["days_since_first_purchase"].notna().to_numpy()
             fitted = _fit(rows[buyers], as_of)
             if fitted is not None:
