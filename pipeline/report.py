@@ -140,8 +140,9 @@ def run_backtest(
         return None
     frame = backtest_frame(data.store, data.customers, dates, features, label, until)
     if "segment" in data.customers and "segment" not in frame:
-        segments = data.customers[["customer_id", "segment"]]
-        frame = frame.merge(segments, on="customer_id", how="left")
+        # A mapped column, not a merge: a merge copies every feature row of the backtest.
+        segments = data.customers.drop_duplicates("customer_id").set_index("customer_id")
+        frame["segment"] = frame["customer_id"].map(segments["segment"])
     out = backtest_tiers(
         frame,
         bundle,
