@@ -584,12 +584,11 @@ def _scan_store(
     Only rows sharing (customer, timestamp) can repeat each other, and a customer's rows all lie
     in one partition: each partition is searched alone (``scan_partition``), on the configured
     runner (``compute``; in this process for a small log), and the repeats found go to
-    ``_duplicate_rows`` (their source row numbers and stored values; the first copy stays), so
-    that a reader can take them out of its sums instead of joining them away.
+    ``_duplicate_rows`` (their source row numbers, partitions and ``kind``; the first copy
+    stays): readers drop them by row number, and the manifest's type counts subtract them.
     """
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _duplicate_rows"
-        " (_row BIGINT, part INTEGER, code INTEGER, ts BIGINT, kind BIGINT, amount DOUBLE)"
+        "CREATE OR REPLACE TEMP TABLE _duplicate_rows (_row BIGINT, part INTEGER, kind BIGINT)"
     )
     if not parts:
         return StoreScan(0, 0, 0, None)
@@ -637,12 +636,11 @@ class PartitionScan:
     firsts: pd.DataFrame
     """Each customer's first event: ``code``, ``ts``."""
     duplicates: pd.DataFrame
-    """The rows that repeat an earlier row: ``_row``, ``part``, ``code``, ``ts``, ``kind``,
-    ``amount``."""
+    """The rows that repeat an earlier row: ``_row``, ``part``, ``kind``."""
 
 
 DUPLICATE_SQL = """
-    SELECT _row, $part::INTEGER AS part, code, ts, kind, amount FROM (
+    SELECT _row, $part::INTEGER AS part, kind FROM (
         SELECT _row, code, ts, kind, amount,
                row_number() OVER (PARTITION BY code, ts, kind, amount ORDER BY _row) AS copy
         FROM {files} SEMI JOIN _duplicate_pair_frame USING (code, ts)
@@ -668,9 +666,9 @@ def scan_partition(task: ScanTask, threads: int | None = None) -> PartitionScan:
         starts = np.r_[len(code) > 0, code[1:] != code[:-1]][: len(code)]
         firsts = pd.DataFrame({"code": code[starts], "ts": ts[starts]})
         same = (code[1:] == code[:-1]) & (ts[1:] == ts[:-1])
-        repeated = pd.DataFrame(
-            {"_row": [], "part": [], "code": [], "ts": [], "kind": [], "amount": []}
-        ).astype({"_row": "int64", "part": "int32", "code": "int32", "ts": "int64"})
+        repeated = pd.DataFrame({"_row": [], "part": [], "kind": []}).astype(
+            {"_row": "int64", "part": "int32", "kind": "int64"}
+        )
         if task.check_duplicates and same.any():
             pairs = pd.DataFrame({"code": code[1:][same], "ts": ts[1:][same]}).drop_duplicates()
             con.register("_duplicate_pair_frame", pairs.astype({"code": "int32", "ts": "int64"}))

@@ -10,8 +10,8 @@ risk → tier under the model card's policy → reasons and action for red and o
 ``scores/LATEST`` pointer (``publish_run``; identical bytes for the same inputs).
 
 Runners: the probabilities, then the reasons, are computed in chunks of rows of the base on
-``config.compute`` (joblib worker processes or Dask; a small base with ``n_jobs: -1`` stays in
-this process, see ``scoring_compute``); tiers, hysteresis, references and ordering are decided
+``config.compute`` (joblib worker processes or Dask; ``n_jobs: -1`` stays in this process,
+see ``scoring_compute``); tiers, hysteresis, references and ordering are decided
 on the whole base here, so the outputs are the same bytes whatever the runner.
 
 Time semantics: as_of is a UTC midnight; features see events strictly before it. It defaults to
@@ -420,11 +420,11 @@ def predict_chunk(frame: pd.DataFrame, bundle: ModelBundle) -> np.ndarray:
 
 def predict_base(base: pd.DataFrame, bundle: ModelBundle, compute: ComputeConfig) -> np.ndarray:
     """Calibrated probabilities of every row of ``base``, chunk by chunk on ``compute``."""
-    kinds = {f["name"]: f["kind"] for f in bundle.card["features"]}
-    check_features(base, bundle.features, kinds)  # here, before a worker sees a chunk
     bounds = chunk_bounds(len(base), compute)
     if len(bounds) == 1:
-        return predict_chunk(base, bundle)
+        return predict_chunk(base, bundle)  # ModelBundle.predict checks the features
+    kinds = {f["name"]: f["kind"] for f in bundle.card["features"]}
+    check_features(base, bundle.features, kinds)  # here, before a worker sees a chunk
     model_rows = base[bundle.features]  # one copy; the chunks are slices of it
     chunks = [model_rows.iloc[lo:hi] for lo, hi in bounds]
     log.debug("probabilities of %d rows in %d chunks (%s)", len(base), len(chunks), compute)

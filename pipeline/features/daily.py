@@ -217,8 +217,8 @@ def daily_log(
         before, events = events.where(old), events.where(~old)
         history = _history_rows(before, qualifying)
         if long_since is not None:
-            long = _long_rows(before.where(before.day >= _utc_day(long_since)), qualifying)
-            long = LongRows(long.code, long.day, long.columns, _utc_day(long_since))
+            first_day = _utc_day(long_since)
+            long = _long_rows(before.where(before.day >= first_day), qualifying, first_day)
     code, day, key = events.code, events.day, events.key
     bit = _feature_bits(reader.feature_codes, features, events.fc, events.ftc)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
@@ -275,9 +275,9 @@ class SortedEvents:
         return SortedEvents(**{name: values[mask] for name, values in self.__dict__.items()})
 
 
-def _long_rows(events: SortedEvents, qualifying: list[int]) -> LongRows:
-    """``LONG_COLUMNS`` per (customer, day), reduced as ``_reduce_days`` reduces them (same
-    counts, same spend sums in the same order)."""
+def _long_rows(events: SortedEvents, qualifying: list[int], first_day: int) -> LongRows:
+    """``LONG_COLUMNS`` per (customer, day) of ``events`` (days from ``first_day`` on), reduced
+    as ``_reduce_days`` reduces them (same counts, same spend sums in the same order)."""
     key, fc = events.key, events.fc
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
     group, n = _day_index(starts, len(key)), len(starts)
@@ -288,7 +288,7 @@ def _long_rows(events: SortedEvents, qualifying: list[int]) -> LongRows:
         "n_qualifying": np.bincount(group[np.isin(fc, qualifying)], minlength=n).astype(np.int32),
         "spend": np.bincount(group, weights=money, minlength=n),
     }
-    return LongRows(events.code[starts], events.day[starts], columns, 0)
+    return LongRows(events.code[starts], events.day[starts], columns, first_day)
 
 
 def _read_partition(con: duckdb.DuckDBPyConnection, until: pd.Timestamp | None) -> dict:
