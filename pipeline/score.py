@@ -390,10 +390,11 @@ CHUNK_ROWS = 100_000
 
 def scoring_compute(compute: ComputeConfig, rows: int) -> ComputeConfig:
     """``compute`` for scoring a base of ``rows`` customers: ``n_jobs: -1`` (every core) scores
-    in this process, where LightGBM's prediction and TreeSHAP already use every core — on 2
-    cores, 2 worker processes measured 0.84× as fast at 1M rows (``make bench``: 7.7 s against
-    6.5 s) and 0.95× for 20,000 explained rows. An explicit ``n_jobs`` or the Dask engine is
-    kept as configured: a cluster, or many cores and a sentence-heavy list, can pay for it."""
+    in this process, where LightGBM's prediction and TreeSHAP already use every core. On 2
+    cores, 2 worker processes gave no dependable gain at 1M rows (``make bench``, two runs:
+    0.84× and 1.24× the in-process time, the in-process run itself 6.5 and 8.4 s). An explicit
+    ``n_jobs`` or the Dask engine is kept as configured: a cluster, or many cores and a
+    sentence-heavy list, can pay for it."""
     if compute.engine == "local" and compute.n_jobs == -1:
         return compute.model_copy(update={"n_jobs": 1})
     return compute
